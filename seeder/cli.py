@@ -1,0 +1,193 @@
+"""Command line: parse flags, run one command, map every failure to a documented exit code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__, log
+from .errors import EXIT_CODES_HELP, INTERNAL, OK, INTEGRITY, SeederError, StorageError, UsageError
+
+COMMANDS = ("seed", "verify", "lock")
+
+ENV_HELP = """\
+environment:
+  SEEDER_MANIFEST     manifest path (default ./models.toml)
+  SEEDER_TARGET       target directory (default ./models)
+  SEEDER_CACHE        content-addressed download cache (e.g. a BuildKit cache mount)
+  SEEDER_LOG_FORMAT   auto | json | console
+  SEEDER_CA_BUNDLE    CA bundle for TLS (REQUESTS_CA_BUNDLE and SSL_CERT_FILE also work)
+  HF_ENDPOINT         Hugging Face endpoint or mirror; huggingface.co URLs follow it too
+  HF_TOKEN            token for gated or private repos; or a file: --token-file, HF_TOKEN_FILE,
+                      /run/secrets/hf_token (Docker secret), huggingface's own token file
+  HF_HUB_OFFLINE=1    same as --offline"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other usage error
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("common options")
+    g.add_argument("-m", "--manifest", default=os.environ.get("SEEDER_MANIFEST", "models.toml"),
+                   help="manifest file (default: %(default)s; env SEEDER_MANIFEST)")
+    g.add_argument("-t", "--target", default=os.environ.get("SEEDER_TARGET", "models"),
+                   help="directory to fill (default: %(default)s; env SEEDER_TARGET)")
+    g.add_argument("--cache", default=os.environ.get("SEEDER_CACHE") or None,
+                   help="content-addressed download cache; the target gets hardlinks or copies (env SEEDER_CACHE)")
+    g.add_argument("--offline", action="store_true", help="no network: seed from the lock and cache only")
+    g.add_argument("--locked", action="store_true", help="fail (exit 2) if models.lock is missing or out of date")
+    g.add_argument("--jobs", type=int, default=4, metavar="N", help="files transferred at once (default: 4)")
+    g.add_argument("--token-file", metavar="PATH", help="read the hub token from this file")
+    g.add_argument("--allow-http", action="store_true", help="allow plain http:// to hosts other than localhost")
+    g.add_argument("--log-format", choices=("auto", "json", "console"),
+                   default=os.environ.get("SEEDER_LOG_FORMAT", "auto"),
+                   help="auto: JSON lines unless stderr is a terminal (default: %(default)s)")
+    v = g.add_mutually_exclusive_group()
+    v.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    v.add_argument("-v", "--verbose", action="store_true", help="debug output")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="seeder",
+        formatter_class=fmt,
+        description="Fill a directory (a Docker volume or ./models) with the model files a manifest "
+        "lists: resolved into models.lock, downloaded with retries and resume, sha256-verified, "
+        "installed atomically.",
+        epilog="commands:\n  seeder [seed]       fill the target (the default command)\n"
+        "  seeder verify       check the target (seeder --verify is the same)\n"
+        "  seeder lock         resolve the manifest into models.lock\n\n"
+        f"{ENV_HELP}\n\n{EXIT_CODES_HELP}",
+    )
+    parser.add_argument("--version", action="version", version=f"seeder {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.add_parser("seed", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                   help="fill the target from the manifest and its lock",
+                   description="Fill the target. Uses models.lock when it matches the manifest, "
+                   "otherwise resolves and rewrites it. A second run on an intact target makes no request.")
+    p = sub.add_parser("verify", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="check every file in the target",
+                       description="Check the target against the lock (or, without a manifest, against what "
+                       "the target records as installed). Exit 1 names every problem.")
+    p.add_argument("--fast", action="store_true", help="check presence and sizes only, no hashing")
+    p = sub.add_parser("lock", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="resolve the manifest into models.lock",
+                       description="Resolve models that are new or changed in the manifest into models.lock; "
+                       "with --upgrade, resolve every model again (branches move forward).")
+    p.add_argument("--upgrade", action="store_true", help="re-resolve every model, not only changed ones")
+    return parser
+
+
+def _normalise(argv: list[str]) -> list[str]:
+    """``seeder --verify ...`` is ``seeder verify ...``; no command means ``seed``."""
+    if "--verify" in argv:
+        argv = ["verify", *[a for a in argv if a != "--verify"]]
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["seed", *argv]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = _normalise(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(argv)
+    log.configure(args.log_format, -1 if args.quiet else (1 if args.verbose else 0))
+    try:
+        net = _network(args)
+        log.configure(args.log_format, -1 if args.quiet else (1 if args.verbose else 0), secrets=(net.token or "",))
+        if args.jobs < 1:
+            raise UsageError("--jobs must be at least 1")
+        return {"seed": _seed, "verify": _verify, "lock": _lock}[args.command](args, net)
+    except SeederError as e:
+        log.error(log.redact(str(e)), exit_code=e.exit_code)
+        return e.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted", exit_code=130)
+        return 130
+    except OSError as e:
+        err = StorageError(f"{e.filename or ''}: {e.strerror or e}")
+        log.error(log.redact(str(err)), exit_code=err.exit_code)
+        return err.exit_code
+    except Exception as e:  # a bug: say so in one line, trace only when asked
+        if args.verbose:
+            import traceback
+
+            log.error(log.redact(traceback.format_exc()))
+        log.error(log.redact(f"internal error: {type(e).__name__}: {e} (please report; -v shows the trace)"),
+                  exit_code=INTERNAL)
+        return INTERNAL
+
+
+def _network(args):
+    from .config import network_from_env
+
+    return network_from_env(offline=args.offline, allow_http=args.allow_http, token_file=args.token_file)
+
+
+def _paths(args):
+    from . import manifest
+    from .store import Cache, Target
+
+    return (manifest.load(Path(args.manifest)), Target(Path(args.target)),
+            Cache(Path(args.cache)) if args.cache else None)
+
+
+def _seed(args, net) -> int:
+    from .seed import seed
+
+    manifest, target, cache = _paths(args)
+    summary = seed(manifest, target, cache, net, locked=args.locked, jobs=args.jobs)
+    summary.emit()
+    return OK
+
+
+def _verify(args, net) -> int:
+    from .seed import obtain_lock
+    from .store import Target
+    from .verify import installed_lock, verify
+
+    target = Target(Path(args.target))
+    if Path(args.manifest).exists():
+        manifest, target, _ = _paths(args)
+        lock = obtain_lock(manifest, target, locked=True, net=None)
+    else:
+        lock = installed_lock(target)
+        if not lock.models:
+            raise UsageError(f"no manifest at {args.manifest} and nothing installed in {target.root}")
+    problems = verify(target, lock, fast=args.fast)
+    for p in problems:
+        log.error("verify failed", model=p.model, file=p.path, problem=p.kind, detail=p.detail)
+    files = sum(len(m.files) for m in lock.models)
+    log.info("verify", models=len(lock.models), files=files, problems=len(problems),
+             mode="fast" if args.fast else "sha256")
+    return INTEGRITY if problems else OK
+
+
+def _lock(args, net) -> int:
+    from . import lock as lockfile
+    from .lock import Lock
+    from .resolve import resolve
+    from .seed import save_lock
+    from .transfer import Client
+
+    manifest, target, _ = _paths(args)
+    if net.offline:
+        raise UsageError("seeder lock needs the hub; it cannot run --offline")
+    path = lockfile.lock_path_for(manifest.path)
+    current = lockfile.read(path) or Lock(models=())
+    names = [m.name for m in manifest.models] if args.upgrade else current.stale_models(manifest)
+    fresh = resolve(manifest, names, net, Client(net))
+    new = Lock(models=tuple(fresh.get(m.name) or current.get(m.name) for m in manifest.models))
+    save_lock(new, path, target=None)
+    return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Errors that end a run, each carrying the exit code the CLI documents."""
+
+from __future__ import annotations
+
+OK = 0
+INTEGRITY = 1
+USAGE = 2
+REMOTE = 3
+STORAGE = 4
+INTERNAL = 70
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0   ok
+  1   integrity: checksum or size mismatch, or verify found a problem
+  2   usage, manifest or lock error
+  3   remote failure after retries (network, HTTP error, auth, not found),
+      or --offline with files missing
+  4   local storage failure (disk full, permission denied, read-only)
+  70  internal error (a bug: please report it)"""
+
+
+class SeederError(Exception):
+    """Base class: ``str(err)`` is the one-line message shown to the user."""
+
+    exit_code = INTERNAL
+
+
+class UsageError(SeederError):
+    exit_code = USAGE
+
+
+class ManifestError(UsageError):
+    def __init__(self, path: object, message: str, model: str | None = None, field: str | None = None):
+        where = str(path)
+        if model is not None:
+            where += f": model {model!r}"
+        if field is not None:
+            where += f", field {field!r}"
+        super().__init__(f"{where}: {message}")
+
+
+class LockError(UsageError):
+    pass
+
+
+class IntegrityError(SeederError):
+    exit_code = INTEGRITY
+
+
+class RemoteError(SeederError):
+    exit_code = REMOTE
+
+
+class StorageError(SeederError):
+    exit_code = STORAGE

