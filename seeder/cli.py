@@ -43,7 +43,8 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--locked", action="store_true", help="fail (exit 2) if models.lock is missing or out of date")
     g.add_argument("--jobs", type=int, default=4, metavar="N", help="files transferred at once (default: 4)")
     g.add_argument("--token-file", metavar="PATH", help="read the hub token from this file")
-    g.add_argument("--allow-http", action="store_true", help="allow plain http:// to hosts other than localhost")
+    g.add_argument("--allow-http", action="store_true", default=os.environ.get("SEEDER_ALLOW_HTTP") == "1",
+                   help="allow plain http:// to hosts other than localhost (env SEEDER_ALLOW_HTTP=1)")
     g.add_argument("--log-format", choices=("auto", "json", "console"),
                    default=os.environ.get("SEEDER_LOG_FORMAT", "auto"),
                    help="auto: JSON lines unless stderr is a terminal (default: %(default)s)")
