@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 from . import __version__, log
+from .fmt import human_bytes
 from .errors import EXIT_CODES_HELP, INTERNAL, OK, INTEGRITY, SeederError, StorageError, UsageError
 
-COMMANDS = ("seed", "verify", "lock")
+COMMANDS = ("seed", "verify", "lock", "refresh", "status", "export", "import", "export-image", "cache")
 
 ENV_HELP = """\
 environment:
@@ -65,7 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         "installed atomically.",
         epilog="commands:\n  seeder [seed]       fill the target (the default command)\n"
         "  seeder verify       check the target (seeder --verify is the same)\n"
-        "  seeder lock         resolve the manifest into models.lock\n\n"
+        "  seeder lock         resolve the manifest into models.lock\n"
+        "  seeder refresh      re-resolve, fetch what changed, switch each model atomically\n"
+        "  seeder status       what the target holds, per model\n"
+        "  seeder export       write the target's models into one bundle (tar, .zst compressed)\n"
+        "  seeder import       install a bundle, verified before anything becomes visible\n"
+        "  seeder export-image save Docker images into one archive with a sha256 sidecar\n"
+        "  seeder cache        du | prune the download cache\n\n"
         f"{ENV_HELP}\n\n{EXIT_CODES_HELP}",
     )
     parser.add_argument("--version", action="version", version=f"seeder {__version__}")
@@ -84,12 +91,47 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Resolve models that are new or changed in the manifest into models.lock; "
                        "with --upgrade, resolve every model again (branches move forward).")
     p.add_argument("--upgrade", action="store_true", help="re-resolve every model, not only changed ones")
+    p = sub.add_parser("refresh", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="re-resolve and update the target in place",
+                       description="Re-resolve every model (branches and tags move forward), rewrite the lock, "
+                       "fetch only new or changed files, switch each model atomically, and remove models the "
+                       "manifest no longer lists. Readers that resolve <target>/<name> once see one version.")
+    p.add_argument("--dry-run", action="store_true", help="show what would change; touch nothing")
+    p.add_argument("--keep-removed", action="store_true", help="keep models the manifest no longer lists")
+    p.add_argument("--grace", type=float, default=float(os.environ.get("SEEDER_GRACE", 5)), metavar="SECONDS",
+                   help="keep replaced versions this long for readers mid-way (default: %(default)s)")
+    p = sub.add_parser("status", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="show what the target holds",
+                       description="Each model: revision, commit, files, bytes, installed-at and state "
+                       "(complete, partial, missing, stale, extra; modified with --verify).")
+    p.add_argument("--json", action="store_true", help="JSON on stdout instead of a table")
+    p.add_argument("--verify", dest="deep", action="store_true", help="hash every file to detect modification")
+    p = sub.add_parser("export", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="write the target's models, lock and checksums into one bundle")
+    p.add_argument("-o", "--output", required=True, help="bundle file; zstd-compressed when it ends in .zst")
+    p = sub.add_parser("import", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="install a bundle made by seeder export",
+                       description="Check every file of the bundle against its lock before anything becomes "
+                       "visible, then install atomically. A corrupt or truncated bundle exits 1, changing nothing.")
+    p.add_argument("bundle", help="bundle file (.tar or .tar.zst)")
+    p = sub.add_parser("export-image", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="save Docker images into one archive with a sha256 sidecar (needs seeder[docker])",
+                       description="Load it on the air-gapped host with: sha256sum -c FILE.sha256 && "
+                       "zstd -dc FILE | docker load")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-o", "--output", required=True, help="archive file; .zst or .gz compresses")
+    p = sub.add_parser("cache", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="cache housekeeping: du, prune")
+    p.add_argument("action", choices=("du", "prune"))
+    p.add_argument("--keep", action="append", default=[], metavar="MANIFEST",
+                   help="prune: also keep what this manifest's lock references (repeatable)")
+    p.add_argument("--keep-days", type=float, metavar="N", help="prune: only delete blobs older than N days")
     return parser
 
 
 def _normalise(argv: list[str]) -> list[str]:
     """``seeder --verify ...`` is ``seeder verify ...``; no command means ``seed``."""
-    if "--verify" in argv:
+    if "--verify" in argv and (not argv or argv[0] not in COMMANDS):
         argv = ["verify", *[a for a in argv if a != "--verify"]]
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv = ["seed", *argv]
@@ -105,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         log.configure(args.log_format, -1 if args.quiet else (1 if args.verbose else 0), secrets=(net.token or "",))
         if args.jobs < 1:
             raise UsageError("--jobs must be at least 1")
-        return {"seed": _seed, "verify": _verify, "lock": _lock}[args.command](args, net)
+        handler = {"seed": _seed, "verify": _verify, "lock": _lock, "refresh": _refresh, "status": _status,
+                   "export": _export, "import": _import, "export-image": _export_image, "cache": _cache}
+        return handler[args.command](args, net)
     except SeederError as e:
         log.error(log.redact(str(e)), exit_code=e.exit_code)
         return e.exit_code
@@ -187,6 +231,83 @@ def _lock(args, net) -> int:
     fresh = resolve(manifest, names, net, Client(net))
     new = Lock(models=tuple(fresh.get(m.name) or current.get(m.name) for m in manifest.models))
     save_lock(new, path, target=None)
+    return OK
+
+
+def _refresh(args, net) -> int:
+    from .refresh import refresh
+
+    if net.offline:
+        raise UsageError("seeder refresh needs the hub; it cannot run --offline")
+    manifest, target, cache = _paths(args)
+    summary = refresh(manifest, target, cache, net, jobs=args.jobs, dry_run=args.dry_run,
+                      keep_removed=args.keep_removed, grace=args.grace)
+    if not args.dry_run:
+        summary.emit()
+    return OK
+
+
+def _status(args, net) -> int:
+    import json
+
+    from . import lock as lockfile
+    from . import manifest as manifests
+    from .status import render_table, status, to_json
+    from .store import Target
+
+    target = Target(Path(args.target))
+    manifest = lock = None
+    if Path(args.manifest).exists():
+        manifest = manifests.load(Path(args.manifest))
+        lock = lockfile.read(lockfile.lock_path_for(manifest.path)) or lockfile.read(target.lock_copy)
+    rows = status(target, manifest, lock, deep=args.deep)
+    print(json.dumps(to_json(rows), indent=2) if args.json else render_table(rows))
+    return OK
+
+
+def _export(args, net) -> int:
+    from .bundle import export
+    from .store import Target
+
+    files = export(Target(Path(args.target)), Path(args.output))
+    log.info("exported", output=args.output, files=files)
+    return OK
+
+
+def _import(args, net) -> int:
+    from .bundle import import_bundle
+    from .store import Target
+
+    summary = import_bundle(Path(args.bundle), Target(Path(args.target)), args.jobs)
+    summary.emit()
+    return OK
+
+
+def _export_image(args, net) -> int:
+    from .images import export_images
+
+    digest = export_images(args.images, Path(args.output))
+    log.info("images exported", output=args.output, images=args.images, sha256=digest,
+             load=f"sha256sum -c {args.output}.sha256 && zstd -dc {args.output} | docker load")
+    return OK
+
+
+def _cache(args, net) -> int:
+    from .housekeeping import du, prune, referenced
+    from .store import Cache
+
+    if not args.cache:
+        raise UsageError("seeder cache needs --cache DIR (or SEEDER_CACHE)")
+    cache = Cache(Path(args.cache))
+    if args.action == "du":
+        usage = du(cache)
+        print(f"{usage.blobs} files, {human_bytes(usage.bytes)} in {cache.root}"
+              + (f"; {usage.partials} partial downloads, {human_bytes(usage.partial_bytes)}" if usage.partials else ""))
+        return OK
+    keep = referenced([Path(p) for p in (args.manifest, *args.keep)])
+    removed = prune(cache, keep, args.keep_days)
+    log.info("cache pruned", files=removed.blobs + removed.partials, bytes=removed.bytes + removed.partial_bytes,
+             kept=len(keep))
     return OK
 
 

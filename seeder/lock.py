@@ -130,6 +130,11 @@ def parse(data: object, path: Path | str) -> Lock:
     return Lock(models=tuple(parsed))
 
 
+def model_from_json(entry: object, where: Path | str) -> LockedModel:
+    """One model entry, as kept in a lock or in a target's state."""
+    return parse({"version": LOCK_VERSION, "models": [entry]}, where).models[0]
+
+
 def _parse_model(m: dict, fail) -> LockedModel:
     name = m.get("name")
     if not isinstance(name, str) or check_name(name):

@@ -14,6 +14,7 @@ from . import log
 from . import lock as lockfile
 from .config import Network
 from .errors import LockError, RemoteError, SeederError, StorageError
+from .fmt import human_bytes
 from .lock import Lock, LockedFile, LockedModel
 from .manifest import Manifest
 from .store import Cache, Installed, Target, stamp, storage_error
@@ -77,8 +78,9 @@ def save_lock(lock: Lock, path: Path, target: Target | None) -> Path:
 class Installer:
     """Brings every file of a lock into a target. One instance per run, under the target's mutex."""
 
-    def __init__(self, target: Target, cache: Cache | None, net: Network, jobs: int):
+    def __init__(self, target: Target, cache: Cache | None, net: Network, jobs: int, grace: float = 0.0):
         self.target, self.cache, self.net, self.jobs = target, cache, net, jobs
+        self.grace = grace
         self.state = target.read_state()
         self.summary = Summary()
         self._client = None
@@ -126,10 +128,10 @@ class Installer:
 
         progress = log.Progress(sum(f.size for m, f in missing))
         errors: list[SeederError] = []
+        failed_models: set[str] = set()
         try:
             with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
                 futures = {pool.submit(self._place, m, f, have, progress): (m, f) for m, f, have in todo}
-                failed_models = set()
                 for future, (model, _) in futures.items():
                     try:
                         future.result()
@@ -142,9 +144,10 @@ class Installer:
         finally:
             progress.close()
 
-        for model in lock.models:
-            if model.name not in failed_models:
-                self._install(model)
+        installed = [m for m in lock.models if m.name not in failed_models]
+        for model in installed:
+            self._install(model)
+        self._prune(installed)
         if errors:
             for e in errors[1:]:
                 log.error("failed", error=str(e))
@@ -163,8 +166,8 @@ class Installer:
         where = self.cache.root if self.cache else self.target.root
         free = (self.cache or self.target).free_bytes()
         if need > free:
-            raise StorageError(f"not enough space in {where}: need {_human(need)}, {_human(free)} free "
-                               f"(short by {_human(need - free)})")
+            raise StorageError(f"not enough space in {where}: need {human_bytes(need)}, {human_bytes(free)} free "
+                               f"(short by {human_bytes(need - free)})")
 
     # -- execution --
 
@@ -257,7 +260,17 @@ class Installer:
         self.state[model.name] = record
         self.target.write_state(self.state)
         self.target.publish(model)
-        self.target.prune_versions(model)
+
+    def _prune(self, models: list[LockedModel]) -> None:
+        """Delete replaced versions, after a grace period for readers that resolved the old link."""
+        old = [m for m in models if self.target.old_versions(m)]
+        if not old:
+            return
+        if self.grace > 0:
+            log.info("keeping replaced versions for readers", models=[m.name for m in old], seconds=self.grace)
+            time.sleep(self.grace)
+        for model in old:
+            self.target.prune_versions(model)
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -265,14 +278,6 @@ def _same(a: Path, b: Path) -> bool:
         return a.samefile(b)
     except OSError:
         return False
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
 
 
 def seed(manifest: Manifest, target: Target, cache: Cache | None, net: Network, *, locked: bool,

@@ -187,11 +187,24 @@ class Target:
             raise storage_error(e, "publish", link) from None
         fsync_dir(self.root)
 
+    def old_versions(self, model: LockedModel) -> list[Path]:
+        try:
+            return [d for d in (self.versions / model.name).iterdir() if d.name != model.version]
+        except FileNotFoundError:
+            return []
+
     def prune_versions(self, model: LockedModel) -> None:
         """Delete older versions of a model; readers holding their files open keep working."""
-        for old in (self.versions / model.name).iterdir():
-            if old.name != model.version:
-                shutil.rmtree(old, ignore_errors=True)
+        for old in self.old_versions(model):
+            shutil.rmtree(old, ignore_errors=True)
+
+    def remove_model(self, name: str) -> None:
+        """Unpublish a model the manifest no longer lists, then delete its files."""
+        link = self.visible(name)
+        if link.is_symlink():
+            link.unlink()
+            fsync_dir(self.root)
+        shutil.rmtree(self.versions / name, ignore_errors=True)
 
     def write_marker(self, lock: Lock) -> None:
         write_atomic(self.marker, lock_digest(lock) + "\n")

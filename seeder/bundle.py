@@ -1,0 +1,204 @@
+"""Offline bundles: a target's models, lock and checksums in one tar (zstd when the name ends in .zst).
+
+Import verifies every byte against the bundled lock in a staging area first,
+then installs through the normal installer, so a bad bundle changes nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+from . import log
+from .config import Network
+from .errors import IntegrityError, LockError, UsageError
+from .lock import Lock, LockedFile, parse
+from .seed import Installer, Summary
+from .store import Cache, Target, storage_error
+from .verify import installed_lock, verify
+
+LOCK_NAME, SUMS_NAME, PREFIX = "models.lock", "SHA256SUMS", "models/"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _open_output(path: Path):
+    raw = open(path, "wb")
+    if path.name.endswith(".zst"):
+        import zstandard
+
+        return raw, zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(raw, closefd=False)
+    return raw, raw
+
+
+class _HashingReader(io.RawIOBase):
+    """Feeds what tarfile reads from a file through the file's digests."""
+
+    def __init__(self, fh, file: LockedFile):
+        from .transfer import Hasher
+
+        self.fh, self.hasher = fh, Hasher(file)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.fh.readinto(buffer)
+        self.hasher.update(memoryview(buffer)[:n])
+        return n
+
+
+def export(target: Target, output: Path) -> int:
+    """Write the bundle; returns the number of files. Files that no longer match their lock abort it."""
+    lock = installed_lock(target)
+    if not lock.models:
+        raise UsageError(f"nothing installed in {target.root} to export")
+    if problems := verify(target, lock, fast=True):
+        raise IntegrityError(f"{target.root} is not intact ({problems[0]}); run seeder first")
+    state = target.read_state()
+    members = [(m, f) for m in lock.models for f in m.files]
+    sums = "".join(f"{state[m.name].files[f.path]['sha256']}  {PREFIX}{m.name}/{f.path}\n" for m, f in members)
+    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+    total = sum(f.size for _, f in members)
+    done, last = 0, time.monotonic()
+    try:
+        raw, stream = _open_output(tmp)
+        with raw:
+            with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for name, data in ((LOCK_NAME, lock.dumps().encode()), (SUMS_NAME, sums.encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+                    tar.addfile(info, io.BytesIO(data))
+                for model, file in members:
+                    path = target.visible(model.name, file.path)
+                    info = tarfile.TarInfo(f"{PREFIX}{model.name}/{file.path}")
+                    info.size, info.mode, info.mtime = file.size, 0o644, int(path.stat().st_mtime)
+                    with open(path, "rb") as fh:
+                        reader = _HashingReader(fh, file)
+                        tar.addfile(info, io.BufferedReader(reader, 1 << 20))
+                    reader.hasher.check()
+                    done += file.size
+                    if time.monotonic() - last > 2 or done == total:
+                        last = time.monotonic()
+                        log.info("progress", model=model.name, file=file.path, bytes=done, total=total)
+            if stream is not raw:
+                stream.close()
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, output)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(e, "write", output) from None
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        from .transfer import ContentMismatch
+
+        if isinstance(e, ContentMismatch):
+            raise IntegrityError(f"a file changed on disk while exporting: {e}") from None
+        raise
+    return len(members)
+
+
+def _open_input(path: Path):
+    try:
+        raw = open(path, "rb")
+    except OSError as e:
+        raise storage_error(e, "read", path) from None
+    if raw.read(4) == _ZSTD_MAGIC:
+        raw.seek(0)
+        import zstandard
+
+        return raw, zstandard.ZstdDecompressor().stream_reader(raw)
+    raw.seek(0)
+    return raw, raw
+
+
+def import_bundle(path: Path, target: Target, jobs: int) -> Summary:
+    """Verify the whole bundle into staging, then install atomically like a refresh."""
+    target.ensure()
+    staging = Cache(target.meta / f"import-{os.getpid()}")
+    staging.ensure()
+    try:
+        lock = _unpack_verified(path, staging)
+        with target.exclusive():
+            target.clear_marker()
+            summary = Installer(target, staging, Network(offline=True), jobs).run(lock)
+            from .store import write_atomic
+
+            write_atomic(target.lock_copy, lock.dumps())
+        return summary
+    finally:
+        shutil.rmtree(staging.root, ignore_errors=True)
+
+
+def _unpack_verified(path: Path, staging: Cache) -> Lock:
+    import zstandard
+
+    raw, stream = _open_input(path)
+    lock: Lock | None = None
+    sums: dict[str, str] = {}
+    wanted: dict[str, LockedFile] = {}
+    try:
+        with raw, tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if lock is None:
+                    lock = _read_lock(tar, member, path)
+                    wanted = {f"{PREFIX}{m.name}/{f.path}": f for m in lock.models for f in m.files}
+                elif member.name == SUMS_NAME and not sums:
+                    sums = _read_sums(tar, member, path)
+                else:
+                    _stage(tar, member, wanted.pop(member.name, None), sums, staging, path)
+    except (tarfile.TarError, EOFError, zstandard.ZstdError) as e:
+        raise IntegrityError(f"{path}: bundle is truncated or corrupt ({type(e).__name__}: {e})") from None
+    if lock is None:
+        raise IntegrityError(f"{path}: empty bundle")
+    if wanted:
+        raise IntegrityError(f"{path}: bundle is missing {', '.join(sorted(wanted)[:5])}")
+    return lock
+
+
+def _read_lock(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> Lock:
+    if member.name != LOCK_NAME or not member.isfile() or member.size > 64 << 20:
+        raise IntegrityError(f"{path}: not a seeder bundle (it must start with {LOCK_NAME})")
+    try:
+        return parse(json.loads(tar.extractfile(member).read()), f"{path}:{LOCK_NAME}")
+    except (ValueError, LockError) as e:
+        raise IntegrityError(f"{path}: the bundled lock is unreadable: {e}") from None
+
+
+def _read_sums(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> dict[str, str]:
+    sums = {}
+    for line in tar.extractfile(member).read().decode("utf-8", "replace").splitlines():
+        digest, _, name = line.partition("  ")
+        sums[name] = digest
+    return sums
+
+
+def _stage(tar, member, file: LockedFile | None, sums: dict[str, str], staging: Cache, path: Path) -> None:
+    from .transfer import ContentMismatch, Hasher
+
+    if file is None or not member.isfile():
+        raise IntegrityError(f"{path}: unexpected or duplicate member {member.name!r}")
+    if member.size != file.size:
+        raise IntegrityError(f"{path}: {member.name} is {member.size} bytes, the lock says {file.size}")
+    blob = staging.blob(file)
+    part = staging.tmp / f"{file.digest}.part"
+    hasher = Hasher(file)
+    source = tar.extractfile(member)
+    try:
+        with open(part, "wb") as out:
+            while block := source.read(1 << 20):
+                hasher.update(block)
+                out.write(block)
+        digest = hasher.check()
+    except ContentMismatch as e:
+        raise IntegrityError(f"{path}: {member.name}: {e}") from None
+    except OSError as e:
+        raise storage_error(e, "write", part) from None
+    if sums.get(member.name) != digest:
+        raise IntegrityError(f"{path}: {member.name} does not match {SUMS_NAME}")
+    os.replace(part, blob)

@@ -1,0 +1,71 @@
+"""Cache housekeeping: how much is stored, and deleting what no lock references."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import lock as lockfile
+from . import manifest as manifests
+from .errors import UsageError
+from .store import Cache
+
+
+@dataclass
+class Usage:
+    blobs: int = 0
+    bytes: int = 0
+    partials: int = 0
+    partial_bytes: int = 0
+
+
+def du(cache: Cache) -> Usage:
+    usage = Usage()
+    for directory, is_blob in ((cache.blobs, True), (cache.tmp, False)):
+        if not directory.is_dir():
+            continue
+        for entry in directory.iterdir():
+            size = entry.stat().st_size
+            if is_blob:
+                usage.blobs, usage.bytes = usage.blobs + 1, usage.bytes + size
+            else:
+                usage.partials, usage.partial_bytes = usage.partials + 1, usage.partial_bytes + size
+    return usage
+
+
+def referenced(manifest_paths: list[Path]) -> set[str]:
+    """Digests every given manifest's lock needs."""
+    keep: set[str] = set()
+    for path in manifest_paths:
+        manifest = manifests.load(path)
+        lock = lockfile.read(lockfile.lock_path_for(path))
+        if lock is None or not lock.matches(manifest):
+            raise UsageError(f"{path}: no up-to-date models.lock beside it; run `seeder lock -m {path}` first")
+        keep |= {f.digest for m in lock.models for f in m.files}
+    return keep
+
+
+def prune(cache: Cache, keep: set[str], keep_days: float | None) -> Usage:
+    """Delete unreferenced blobs (older than ``keep_days`` when given) and stale partials; returns what went."""
+    from filelock import FileLock
+
+    removed = Usage()
+    cutoff = time.time() - keep_days * 86400 if keep_days is not None else None
+    for directory, is_blob in ((cache.blobs, True), (cache.tmp, False)):
+        if not directory.is_dir():
+            continue
+        for entry in directory.iterdir():
+            digest = entry.name.split(".", 1)[0]
+            st = entry.stat()
+            if digest in keep or (cutoff is not None and st.st_mtime > cutoff):
+                continue
+            # The same per-blob lock a download holds, so nothing in flight is deleted.
+            with FileLock(str(cache.locks / f"{digest}.lock")):
+                entry.unlink(missing_ok=True)
+            (cache.locks / f"{digest}.lock").unlink(missing_ok=True)
+            if is_blob:
+                removed.blobs, removed.bytes = removed.blobs + 1, removed.bytes + st.st_size
+            else:
+                removed.partials, removed.partial_bytes = removed.partials + 1, removed.partial_bytes + st.st_size
+    return removed

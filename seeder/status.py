@@ -1,0 +1,71 @@
+"""What a target holds, per model, and in what state."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .fmt import human_bytes
+from .lock import Lock, model_from_json
+from .manifest import Manifest
+from .store import Target
+from .verify import verify
+
+COMPLETE, PARTIAL, MISSING, STALE, MODIFIED, EXTRA = "complete", "partial", "missing", "stale", "modified", "extra"
+
+
+@dataclass
+class ModelStatus:
+    name: str
+    state: str
+    revision: str | None = None
+    commit: str | None = None
+    files: int = 0
+    bytes: int = 0
+    installed_at: str | None = None
+    detail: str | None = None
+
+
+def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep: bool) -> list[ModelStatus]:
+    """``deep`` hashes every file, so on-disk modification shows up as "modified"."""
+    state = target.read_state()
+    names = [m.name for m in manifest.models] if manifest else []
+    names += sorted(n for n in state if n not in names)
+    rows = []
+    for name in names:
+        record = state.get(name)
+        spec = manifest.get(name) if manifest else None
+        if record is None or not target.visible(name).exists():
+            rows.append(ModelStatus(name, MISSING))
+            continue
+        installed = model_from_json(record.entry, target.state_file)
+        row = ModelStatus(name, COMPLETE, revision=record.entry.get("revision") or "url",
+                          commit=record.entry.get("commit"), files=len(installed.files),
+                          bytes=installed.total_size, installed_at=record.installed_at)
+        problems = verify(target, Lock(models=(installed,)), fast=not deep)
+        if problems:
+            worst = MODIFIED if all(p.kind == "checksum" for p in problems) else PARTIAL
+            row.state, row.detail = worst, "; ".join(str(p) for p in problems[:3])
+        elif manifest is not None and spec is None:
+            row.state, row.detail = EXTRA, "not in the manifest (seeder refresh removes it)"
+        elif spec is not None and spec.fingerprint != installed.fingerprint:
+            row.state, row.detail = STALE, "the manifest changed since install"
+        elif lock is not None and (locked := lock.get(name)) and locked.version != installed.version:
+            row.state, row.detail = STALE, "the lock pins another version"
+        rows.append(row)
+    return rows
+
+
+def render_table(rows: list[ModelStatus]) -> str:
+    header = ("MODEL", "STATE", "REVISION", "COMMIT", "FILES", "SIZE", "INSTALLED")
+    lines = [header]
+    for r in rows:
+        lines.append((r.name, r.state, r.revision or "-", (r.commit or "-")[:12], str(r.files) if r.files else "-",
+                      human_bytes(r.bytes) if r.bytes else "-", r.installed_at or "-"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
+    out += [f"{r.name}: {r.detail}" for r in rows if r.detail]
+    return "\n".join(out)
+
+
+def to_json(rows: list[ModelStatus]) -> list[dict]:
+    return [asdict(r) for r in rows]

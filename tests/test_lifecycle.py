@@ -1,0 +1,222 @@
+"""Day 2: refresh with an atomic switch, status, export/import bundles, cache housekeeping."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import blob, run_seeder, seeder_env, sha256
+
+V1 = {
+    "config.json": b'{"v": 1}',
+    "model.safetensors": blob(600_000, seed=11),
+    "tokenizer.json": blob(300_000, seed=12),
+    "old.txt": b"dropped in v2",
+}
+V2 = {
+    "config.json": b'{"v": 1}',                    # unchanged
+    "model.safetensors": blob(600_000, seed=21),   # changed
+    "tokenizer.json": blob(300_000, seed=12),      # unchanged (large)
+    "new.bin": blob(200_000, seed=22),             # added
+}
+
+
+def _setup(hub, tmp_path: Path, extra: str = "") -> tuple[Path, Path]:
+    hub.add_repo("org/m", V1)
+    m = tmp_path / "models.toml"
+    m.write_text('[[models]]\nname = "m"\nrepo = "org/m"\n' + extra)
+    target = tmp_path / "t"
+    assert run_seeder("-m", str(m), "-t", str(target), hub=hub).code == 0
+    return m, target
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_refresh_fetches_only_new_and_changed_files(hub, tmp_path):
+    m, target = _setup(hub, tmp_path)
+    new_commit = hub.add_repo("org/m", V2)
+
+    hub.clear_log()
+    before = _tree(target / "m")
+    dry = run_seeder("refresh", "--dry-run", "-m", str(m), "-t", str(target), hub=hub)
+    assert dry.code == 0, dry
+    plan = [e for e in dry.events if e["event"] == "would change"][0]
+    assert plan["added"] == ["new.bin"] and plan["updated"] == ["model.safetensors"] and plan["removed"] == ["old.txt"]
+    assert plan["bytes_added"] == len(V2["new.bin"]) and plan["bytes_updated"] == len(V2["model.safetensors"])
+    assert _tree(target / "m") == before and hub.body_bytes() == 0
+    assert json.loads((tmp_path / "models.lock").read_text())["models"][0]["commit"] != new_commit
+
+    run = run_seeder("refresh", "--grace", "0", "-m", str(m), "-t", str(target), hub=hub)
+    assert run.code == 0, run
+    assert _tree(target / "m") == V2
+    fetched = {r.path.rsplit("/", 1)[-1]: r.bytes_sent for r in hub.requests if r.method == "GET" and r.kind != "api"}
+    assert fetched == {"model.safetensors": len(V2["model.safetensors"]), "new.bin": len(V2["new.bin"])}
+    assert json.loads((tmp_path / "models.lock").read_text())["models"][0]["commit"] == new_commit
+    change = [e for e in run.events if e["event"] == "change"][0]
+    assert change["removed"] == ["old.txt"]
+    assert run_seeder("--verify", "-m", str(m), "-t", str(target), hub=hub).code == 0
+    # only the new version is left on disk
+    assert len(list((target / ".seeder" / "versions" / "m").iterdir())) == 1
+
+
+def test_refresh_removes_models_the_manifest_dropped_unless_kept(hub, tmp_path):
+    data = blob(1000, seed=5)
+    url = hub.add_file("x.bin", data)
+    m, target = _setup(hub, tmp_path, f'[[models]]\nname = "x"\nurl = "{url}"\nsha256 = "{sha256(data)}"\n')
+    m.write_text('[[models]]\nname = "m"\nrepo = "org/m"\n')
+    assert run_seeder("refresh", "--keep-removed", "-m", str(m), "-t", str(target), hub=hub).code == 0
+    assert (target / "x" / "x.bin").exists()
+    run = run_seeder("refresh", "-m", str(m), "-t", str(target), hub=hub)
+    assert run.code == 0, run
+    assert not (target / "x").exists() and not (target / ".seeder" / "versions" / "x").exists()
+    assert [e["model"] for e in run.events if e["event"] == "removed"] == ["x"]
+
+
+def _digest_set(target: Path, name: str) -> dict[str, str] | None:
+    """What a well-behaved reader sees: resolve the model's link once, then read beneath it."""
+    root = Path(os.path.realpath(target / name))
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_readers_see_one_complete_version_during_refreshes(hub, tmp_path):
+    m, target = _setup(hub, tmp_path)
+    c1 = hub.add_repo("org/m", V1, branch="v1")
+    c2 = hub.add_repo("org/m", V2, branch="v2")
+    versions = [{k: sha256(v) for k, v in V1.items()}, {k: sha256(v) for k, v in V2.items()}]
+    seen, errors, stop = [], [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                got = _digest_set(target, "m")
+            except OSError as e:  # a missing file or link is exactly what must never happen
+                errors.append(repr(e))
+                continue
+            seen.append(versions.index(got) if got in versions else got)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(6):
+            rev = "v2" if i % 2 == 0 else "v1"
+            m.write_text(f'[[models]]\nname = "m"\nrepo = "org/m"\nrevision = "{rev}"\n')
+            run = run_seeder("refresh", "--grace", "0.5", "-m", str(m), "-t", str(target), hub=hub)
+            assert run.code == 0, run
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors[:3]
+    assert set(seen) == {0, 1}, [s for s in seen if s not in (0, 1)][:1]
+    assert c1 and c2
+
+
+def test_sigkill_during_refresh_leaves_one_complete_version(hub, tmp_path):
+    m, target = _setup(hub, tmp_path)
+    hub.add_repo("org/m", V2)
+    hub.throttle_bps = 2_000_000  # so kills land mid-download as well as around the switch
+    versions = [{k: sha256(v) for k, v in V1.items()}, {k: sha256(v) for k, v in V2.items()}]
+    env = seeder_env(hub.url)
+    for delay in (0.3, 0.5, 0.7, 0.9, 1.1):
+        proc = subprocess.Popen([sys.executable, "-m", "seeder", "refresh", "--grace", "0", "-m", str(m),
+                                 "-t", str(target), "--log-format", "json"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert _digest_set(target, "m") in versions
+    hub.throttle_bps = None
+    run = run_seeder("refresh", "-m", str(m), "-t", str(target), hub=hub)
+    assert run.code == 0, run
+    assert _tree(target / "m") == V2
+    assert run_seeder("--verify", "-m", str(m), "-t", str(target), hub=hub).code == 0
+
+
+def test_status_reports_each_state(hub, tmp_path):
+    data = blob(5000, seed=3)
+    url = hub.add_file("u.bin", data)
+    m, target = _setup(hub, tmp_path, f'[[models]]\nname = "u"\nurl = "{url}"\nsha256 = "{sha256(data)}"\n')
+    rows = {r["name"]: r for r in json.loads(run_seeder("status", "--json", "-m", str(m), "-t", str(target)).out)}
+    assert rows["m"]["state"] == "complete" and rows["m"]["files"] == 4
+    assert rows["m"]["bytes"] == sum(len(v) for v in V1.values()) and rows["m"]["commit"]
+    assert rows["u"]["state"] == "complete" and rows["u"]["installed_at"]
+
+    path = target / "u" / "u.bin"
+    path.write_bytes(bytes([data[0] ^ 1]) + data[1:])
+    rows = {r["name"]: r for r in json.loads(run_seeder("status", "--json", "-m", str(m), "-t", str(target)).out)}
+    assert rows["u"]["state"] == "complete"  # same size: only hashing tells
+    deep = run_seeder("status", "--json", "--verify", "-m", str(m), "-t", str(target))
+    assert {r["name"]: r["state"] for r in json.loads(deep.out)}["u"] == "modified"
+    (target / "m" / "config.json").unlink()
+    m.write_text(m.read_text().replace(f'name = "u"', 'name = "w"'))
+    table = run_seeder("status", "-m", str(m), "-t", str(target))
+    states = {"complete", "partial", "missing", "stale", "modified", "extra"}
+    lines = {c[0]: c[1] for c in map(str.split, table.out.splitlines()[1:]) if len(c) > 1 and c[1] in states}
+    assert lines == {"m": "partial", "w": "missing", "u": "extra"}
+
+
+def test_export_import_round_trip_and_bad_bundles(hub, tmp_path):
+    data = b"GGUF" + blob(300_000, seed=4)
+    url = hub.add_file("llm.gguf", data)
+    m, target = _setup(hub, tmp_path, f'[[models]]\nname = "llm"\nurl = "{url}"\nsha256 = "{sha256(data)}"\n')
+    bundle = tmp_path / "models.tar.zst"
+    run = run_seeder("export", "--output", str(bundle), "-t", str(target))
+    assert run.code == 0, run
+
+    fresh = tmp_path / "fresh"
+    run = run_seeder("import", str(bundle), "-t", str(fresh))
+    assert run.code == 0, run
+    assert _tree(fresh / "m") == _tree(target / "m") and _tree(fresh / "llm") == _tree(target / "llm")
+    assert run_seeder("--verify", "-m", str(tmp_path / "none.toml"), "-t", str(fresh)).code == 0
+
+    raw = tmp_path / "models.tar"
+    assert run_seeder("export", "-o", str(raw), "-t", str(target)).code == 0
+    payload = raw.read_bytes()
+    where = payload.index(V1["model.safetensors"][:64]) + 1000
+    flipped = tmp_path / "flipped.tar"
+    flipped.write_bytes(payload[:where] + bytes([payload[where] ^ 0xFF]) + payload[where + 1:])
+    cut = tmp_path / "cut.tar.zst"
+    cut.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
+    for bad in (flipped, cut):
+        other = tmp_path / f"into-{bad.stem}"
+        assert run_seeder("import", str(bundle), "-t", str(other)).code == 0
+        before = _tree(other)
+        run = run_seeder("import", str(bad), "-t", str(other))
+        assert run.code == 1, run
+        assert _tree(other) == before  # nothing changed, staging cleaned up
+        empty = tmp_path / f"empty-{bad.stem}"
+        assert run_seeder("import", str(bad), "-t", str(empty)).code == 1
+        assert not (empty / "m").exists() and not (empty / "llm").exists()
+
+
+def test_cache_du_and_prune_keep_what_the_manifest_needs(hub, tmp_path):
+    hub.add_repo("org/m", V1)
+    m = tmp_path / "models.toml"
+    m.write_text('[[models]]\nname = "m"\nrepo = "org/m"\n')
+    cache = tmp_path / "cache"
+    assert run_seeder("-m", str(m), "-t", str(tmp_path / "t1"), "--cache", str(cache), hub=hub).code == 0
+    hub.add_repo("org/m", V2)
+    assert run_seeder("refresh", "-m", str(m), "-t", str(tmp_path / "t1"), "--cache", str(cache), hub=hub).code == 0
+    du = run_seeder("cache", "du", "--cache", str(cache))
+    assert du.code == 0 and du.out.startswith("6 files")  # v1's 4 + v2's changed and added
+    run = run_seeder("cache", "prune", "--keep-days", "1", "-m", str(m), "--cache", str(cache))
+    assert run.code == 0 and len(list((cache / "blobs").iterdir())) == 6  # all younger than a day
+    run = run_seeder("cache", "prune", "-m", str(m), "--cache", str(cache))
+    assert run.code == 0, run
+    lock = json.loads((tmp_path / "models.lock").read_text())
+    needed = {("sha256-" + f["sha256"]) if "sha256" in f else "gitsha1-" + f["git_oid"] for f in lock["models"][0]["files"]}
+    assert {p.name for p in (cache / "blobs").iterdir()} == needed
+    hub.clear_log()
+    assert run_seeder("-m", str(m), "-t", str(tmp_path / "t2"), "--cache", str(cache), hub=hub).code == 0
+    assert hub.body_bytes() == 0
