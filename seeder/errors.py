@@ -54,3 +54,9 @@ class RemoteError(SeederError):
 
 class StorageError(SeederError):
     exit_code = STORAGE
+
+
+def tls_failure(where: str, exc: BaseException) -> str:
+    reason = str(exc).split("] ", 1)[-1][:200]
+    return (f"TLS verification failed for {where}: {reason} "
+            "(set SEEDER_CA_BUNDLE to your CA bundle if a proxy re-signs traffic)")

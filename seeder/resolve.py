@@ -12,7 +12,7 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 from . import log
 from .config import Network
-from .errors import ManifestError, RemoteError
+from .errors import ManifestError, RemoteError, tls_failure
 from .lock import LockedFile, LockedModel
 from .manifest import Manifest, ModelSpec, RepoSource, UrlSource
 from .paths import check_relpath
@@ -86,6 +86,8 @@ def _resolve_repo(spec: ModelSpec, src: RepoSource, manifest: Manifest, net: Net
                         raise TransientError(f"hub answered HTTP {status}") from None
                     raise RemoteError(f"{spec.name}: hub answered HTTP {status} for {where}") from None
                 except (httpx2.TransportError, httpx2.TimeoutException) as e:
+                    if "CERTIFICATE_VERIFY_FAILED" in str(e):
+                        raise RemoteError(tls_failure(net.endpoint, e)) from None
                     raise TransientError(f"{type(e).__name__}: {e}") from None
                 except httpx2.HTTPError as e:
                     raise RemoteError(f"{spec.name}: hub request failed: {e}") from None

@@ -177,6 +177,7 @@ class Installer:
 
     def _place(self, model: LockedModel, file: LockedFile, have: Path | None, progress) -> None:
         final = self.target.version_dir(model) / file.path
+        self.target.check_inside(final.parent)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -145,10 +145,19 @@ class Target:
                 d.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise storage_error(e, "create", d) from None
-        if self.meta.is_symlink():
-            raise StorageError(f"{self.meta} is a symlink; refusing to write through it")
+            if d is not self.root and d.is_symlink():
+                raise StorageError(f"{d} is a symlink; refusing to write through it")
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"cannot write {self.root}: permission denied")
+
+    def check_inside(self, path: Path) -> None:
+        """A symlink planted in the state directory must not send writes outside the target."""
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent  # check before creating anything beneath a planted link
+        real, base = os.path.realpath(existing), os.path.realpath(self.versions)
+        if os.path.commonpath([real, base]) != base:
+            raise StorageError(f"{path} resolves outside {self.root} (a planted symlink?); refusing to write")
 
     @contextmanager
     def exclusive(self):

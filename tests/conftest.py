@@ -59,7 +59,8 @@ class Run:
 
 
 def seeder_env(hub_url: str | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "SEEDER_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "SEEDER_")) and k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE")}
     env.update(FAST_NET)
     env["HF_HOME"] = "/nonexistent-hf-home"  # never pick up a developer's real token
     if hub_url:

@@ -1,0 +1,57 @@
+"""Concurrent seeders on one target, and on one cache from two targets: all succeed, bytes fetched once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import blob, file_sha256, run_seeder, seeder_env, sha256
+
+FILES = {f"shard-{i}.safetensors": blob(512 << 10, seed=100 + i) for i in range(6)}
+FILES["config.json"] = b'{"shards": 6}'
+
+
+def _spawn(m: Path, target: Path, hub, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "seeder", "-m", str(m), "-t", str(target), "--log-format", "json",
+                             *extra], env=seeder_env(hub.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_all(procs) -> None:
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        assert "Traceback" not in err
+
+
+def _locked_manifest(hub, tmp_path: Path) -> Path:
+    hub.add_repo("org/m", FILES)
+    m = tmp_path / "models.toml"
+    m.write_text('[[models]]\nname = "m"\nrepo = "org/m"\n')
+    assert run_seeder("lock", "-m", str(m), hub=hub).code == 0
+    hub.clear_log()
+    hub.throttle_bps = 4 << 20  # long enough for the runs to overlap
+    return m
+
+
+def _intact(target: Path) -> None:
+    for name, data in FILES.items():
+        assert file_sha256(target / "m" / name) == sha256(data)
+
+
+def test_four_seeders_on_one_target(hub, tmp_path):
+    m = _locked_manifest(hub, tmp_path)
+    _wait_all([_spawn(m, tmp_path / "t", hub) for _ in range(4)])
+    assert hub.body_bytes() == sum(map(len, FILES.values()))
+    _intact(tmp_path / "t")
+
+
+def test_two_targets_on_one_shared_cache(hub, tmp_path):
+    m = _locked_manifest(hub, tmp_path)
+    cache = tmp_path / "cache"
+    procs = [_spawn(m, tmp_path / t, hub, "--cache", str(cache)) for t in ("a", "a", "b", "b")]
+    _wait_all(procs)
+    assert hub.body_bytes() == sum(map(len, FILES.values()))
+    _intact(tmp_path / "a")
+    _intact(tmp_path / "b")
