@@ -9,6 +9,7 @@ JSONRenderer gives.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -60,8 +61,11 @@ def emit(level: str, event: str, **fields: object) -> None:
     else:
         line = _console()(None, level, record)
     with _lock:
-        sys.stderr.write(redact(line) + "\n")
-        sys.stderr.flush()
+        if _state.get("bar") is not None:
+            _state["bar"].write(redact(line), file=sys.stderr)  # above the live bar, not through it
+        else:
+            sys.stderr.write(redact(line) + "\n")
+            sys.stderr.flush()
 
 
 def debug(event: str, **fields: object) -> None:
@@ -83,14 +87,15 @@ def error(event: str, **fields: object) -> None:
 class Progress:
     """Byte progress of a run: a live bar in a terminal, periodic per-file events in JSON mode."""
 
-    def __init__(self, total: int, interval: float = 5.0):
+    def __init__(self, total: int, interval: float | None = None):
         self.total = total
-        self.interval = interval
+        self.interval = interval if interval is not None else float(os.environ.get("SEEDER_PROGRESS_INTERVAL", 5))
         self._bar = None
         if not _state["json"] and sys.stderr.isatty() and _state["min_level"] <= 20 and total:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
+            _state["bar"] = self._bar
 
     def file(self, model: str, path: str, size: int) -> FileProgress:
         return FileProgress(self, model, path, size)
@@ -102,6 +107,7 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+            _state["bar"] = None
 
 
 class FileProgress:

@@ -1,0 +1,75 @@
+"""How the CLI talks to people and to machines."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+
+from tests.conftest import blob, run_seeder, seeder_env, sha256
+
+
+def _manifest(hub, tmp_path, size=3 << 20):
+    data = blob(size, seed=6)
+    url = hub.add_file("w.bin", data)
+    m = tmp_path / "models.toml"
+    m.write_text(f'[[models]]\nname = "m"\nurl = "{url}"\nsha256 = "{sha256(data)}"\nsize = {size}\n')
+    return m
+
+
+def test_terminal_gets_a_progress_bar_and_readable_lines(hub, tmp_path):
+    m = _manifest(hub, tmp_path)
+    hub.throttle_bps = 4 << 20
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a fresh pty is 0x0
+    proc = subprocess.Popen([sys.executable, "-m", "seeder", "-m", str(m), "-t", str(tmp_path / "t")],
+                            env=seeder_env(hub.url, TERM="xterm"), stdin=subprocess.DEVNULL,
+                            stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=60) == 0
+    text = out.decode(errors="replace")
+    assert "MiB/s" in text or "MB/s" in text  # the live bar's rate
+    assert "summary" in text and not text.lstrip().startswith("{")  # console lines, not JSON
+
+
+def test_json_when_not_a_terminal_and_quiet_flag(hub, tmp_path):
+    m = _manifest(hub, tmp_path, size=1000)
+    proc = subprocess.run([sys.executable, "-m", "seeder", "-m", str(m), "-t", str(tmp_path / "t")],
+                          env=seeder_env(hub.url), capture_output=True, text=True)
+    assert proc.returncode == 0
+    lines = proc.stderr.splitlines()
+    assert lines and all(line.startswith("{") for line in lines)
+    quiet = run_seeder("-q", "-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert quiet.code == 0 and quiet.err == ""
+
+
+def test_json_progress_events_carry_bytes_rate_and_eta(hub, tmp_path):
+    m = _manifest(hub, tmp_path)
+    hub.throttle_bps = 1 << 20
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub, SEEDER_PROGRESS_INTERVAL="0.5")
+    assert run.code == 0, run
+    progress = [e for e in run.events if e["event"] == "progress"]
+    assert progress and {"model", "file", "bytes", "total", "rate", "eta"} <= set(progress[0])
+    summary = run.events[-1]
+    assert {"files", "bytes_downloaded", "bytes_reused", "seconds", "throughput"} <= set(summary)
+
+
+def test_bad_flags_exit_2_with_one_line(tmp_path):
+    for args in (["--jobs", "0"], ["--no-such-flag"], ["verify", "--fast", "extra"]):
+        proc = subprocess.run([sys.executable, "-m", "seeder", *args, "-m", str(tmp_path / "none.toml")],
+                              env=seeder_env(None), capture_output=True, text=True)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
