@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +12,7 @@ from pathlib import Path
 from . import log
 from . import lock as lockfile
 from .config import Network
-from .errors import LockError, RemoteError, SeederError, StorageError
+from .errors import IntegrityError, LockError, RemoteError, SeederError, StorageError
 from .fmt import human_bytes
 from .lock import Lock, LockedFile, LockedModel
 from .manifest import Manifest
@@ -98,15 +97,15 @@ class Installer:
 
     # -- planning --
 
-    def _index_installed(self) -> dict[str, Path]:
-        """Digest -> a verified file of any installed version, so a refresh reuses instead of fetching."""
+    def _index_installed(self) -> dict[str, tuple[Path, str | None]]:
+        """Digest -> a verified file of any installed version (and its sha256), so a refresh reuses it."""
         index = {}
         for record in self.state.values():
             for entry in record.entry.get("files", []):
                 rec = record.files.get(entry["path"])
                 path = self.target.versions / record.name / record.version / entry["path"]
                 if rec and stamp(path) == tuple(rec["stamp"]):
-                    index[LockedFile(**entry).digest] = path
+                    index[LockedFile(**entry).digest] = (path, rec.get("sha256"))
         return index
 
     def _needs_fetch(self, file: LockedFile) -> bool:
@@ -115,7 +114,7 @@ class Installer:
     def run(self, lock: Lock) -> Summary:
         started = time.monotonic()
         index = self._index_installed()
-        todo: list[tuple[LockedModel, LockedFile, Path | None]] = []
+        todo: list[tuple[LockedModel, LockedFile, tuple[Path, str | None] | None]] = []
         for model in lock.models:
             self.summary.models.append(model.name)
             for file in model.files:
@@ -175,41 +174,59 @@ class Installer:
         base = self.cache.tmp if self.cache else self.target.tmp
         return base / f"{file.digest}.part"
 
-    def _place(self, model: LockedModel, file: LockedFile, have: Path | None, progress) -> None:
+    def _place(self, model: LockedModel, file: LockedFile, have: tuple[Path, str | None] | None,
+               progress) -> None:
+        from .transfer import ContentMismatch, hash_file
+
+        key = (model.name, file.path)
         final = self.target.version_dir(model) / file.path
         self.target.check_inside(final.parent)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise storage_error(e, "create", final.parent) from None
-        if have is not None and _same(have, final):
-            self._count(reused=file.size)
-            return
-        if have is None and final.exists():
-            # Renamed into place (so verified) by a run killed before it recorded the file: check, keep.
-            from .transfer import ContentMismatch, hash_file
-
+        if have is not None:
+            source, sha256 = have
             try:
-                self.sha256s[(model.name, file.path)] = hash_file(final, file).check()
+                if not _same(source, final):
+                    sha256 = self._link_or_copy(source, final, file) or sha256
+                    log.debug("reused", model=model.name, file=file.path, source=str(source))
+                if sha256:
+                    self.sha256s[key] = sha256
+                self._count(reused=file.size)
+                return
+            except ContentMismatch:
+                pass  # changed on disk since it was recorded: fetch it like any missing file
+        if final.exists():
+            # Renamed into place (so verified) by a run killed before it recorded the file: check, keep.
+            try:
+                self.sha256s[key] = hash_file(final, file).check()
                 self._count(reused=file.size)
                 return
             except ContentMismatch:
                 final.unlink()
-        if have is not None:
-            self._link_or_copy(have, final, file)
-            self._count(reused=file.size)
-            log.debug("reused", model=model.name, file=file.path, source=str(have))
-            return
         with self._serialized(file):
-            if self.cache is not None:
-                with self.cache.exclusive(file):
-                    if not self.cache.has(file):
-                        self._fetch(model, file, self.cache.blob(file), progress)
-                    else:
-                        self._count(reused=file.size)
-                self._link_or_copy(self.cache.blob(file), final, file)
-            else:
+            if self.cache is None:
                 self._fetch(model, file, final, progress)
+                return
+            blob = self.cache.blob(file)
+            for attempt in (1, 2):
+                with self.cache.exclusive(file):
+                    if self.cache.has(file):
+                        self._count(reused=file.size)
+                    else:
+                        self._fetch(model, file, blob, progress)
+                try:
+                    if sha256 := self._link_or_copy(blob, final, file):
+                        self.sha256s[key] = sha256
+                    return
+                except ContentMismatch as e:
+                    if attempt == 2:
+                        raise IntegrityError(f"{model.name}/{file.path}: {e}") from None
+                    log.warning("cached copy damaged, downloading again", model=model.name, file=file.path,
+                                error=str(e))
+                    with self.cache.exclusive(file):
+                        blob.unlink(missing_ok=True)
 
     def _serialized(self, file: LockedFile) -> threading.Lock:
         # Two models may list the same bytes; fetch them once.
@@ -232,20 +249,34 @@ class Installer:
         self._count(downloaded=result.fetched, reused=file.size - result.fetched)
         log.info("downloaded", model=model.name, file=file.path, bytes=result.fetched)
 
-    def _link_or_copy(self, source: Path, final: Path, file: LockedFile) -> None:
+    def _link_or_copy(self, source: Path, final: Path, file: LockedFile) -> str | None:
+        """Install ``source`` at ``final``: a hardlink (same inode, nothing to check) or a copy hashed
+        on the way. Returns the sha256 when it was computed."""
+        from .transfer import Hasher, hash_file
+
         tmp = self.target.tmp / f"{file.digest}.{threading.get_ident()}.link"
         tmp.unlink(missing_ok=True)
+        sha256 = None
         try:
             try:
                 os.link(source, tmp)
+                if file.sha256 is None:  # a small file pinned by git blob id: learn its sha256
+                    sha256 = hash_file(tmp, file).check()
             except OSError:
-                shutil.copyfile(source, tmp)
-                with open(tmp, "rb+") as fh:
-                    os.fsync(fh.fileno())
+                hasher = Hasher(file)
+                with open(source, "rb") as src, open(tmp, "wb") as dst:
+                    while block := src.read(1 << 20):
+                        hasher.update(block)
+                        dst.write(block)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                sha256 = hasher.check()
             os.replace(tmp, final)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             raise storage_error(e, "install", final) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return sha256
 
     def _count(self, downloaded: int = 0, reused: int = 0) -> None:
         with self._guard:

@@ -1,0 +1,73 @@
+# The app image, with its models bundled: it runs air-gapped (docker run --network none).
+#
+#   docker build -t app .                                         # models from ./models.toml
+#   docker build --secret id=hf_token,src=$HOME/.cache/huggingface/token -t app .   # gated models
+#   docker build --build-arg HF_ENDPOINT=https://mirror.example -t app .             # a mirror
+#
+# Stages: build (seeder in a venv) -> models (seeder runs, BuildKit cache mount) -> app (final).
+# The models stage depends only on seeder and the manifest/lock, never on app code, so changing
+# the app never re-runs it; changing the manifest re-runs it, and the cache mount means only a
+# model that is new or changed is downloaded.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# -- build: keep identical to the `build` stage in ./Dockerfile.seeder (shared layers) ----------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY pyproject.toml ./
+COPY seeder/ seeder/
+# README.md is only the package's long description: an empty stand-in keeps doc edits from
+# invalidating this layer (and every model layer built on top of it).
+RUN --mount=type=cache,target=/root/.cache/pip \
+    touch README.md && /opt/venv/bin/pip install .
+
+# -- models: the seeder fills /models at build time --------------------------------------------------
+FROM ${PYTHON_IMAGE} AS models
+COPY --from=build /opt/venv /opt/venv
+# Which manifest: MANIFEST_DIR/models.toml, plus MANIFEST_DIR/models.lock if there is one
+# (models.loc[k] is a glob, so a missing lock matches nothing instead of failing the build).
+ARG MANIFEST_DIR=.
+COPY ${MANIFEST_DIR}/models.toml ${MANIFEST_DIR}/models.loc[k] /etc/seeder/
+# Hub or mirror. Not secret, so a build arg is fine (it only changes which server is asked).
+ARG HF_ENDPOINT
+# 1 allows a plain-http mirror that is not localhost (e.g. a hub on a test network).
+ARG SEEDER_ALLOW_HTTP
+# /cache is BuildKit's cache mount: it outlives the build, and seeder's --cache is content-addressed,
+#   so a file downloaded by any earlier build is copied from there, never fetched again.
+# The token (if any) is a secret mount at /run/secrets/hf_token, where seeder looks by itself: it never
+#   becomes a build arg, an environment variable or part of a layer.
+# verify re-hashes what was installed: files taken from the cache are otherwise only size-checked.
+ENV PATH=/opt/venv/bin:$PATH \
+    SEEDER_MANIFEST=/etc/seeder/models.toml \
+    SEEDER_TARGET=/models \
+    SEEDER_LOG_FORMAT=json
+RUN --mount=type=cache,id=seeder-models,target=/cache \
+    --mount=type=secret,id=hf_token \
+    seeder seed --cache /cache && seeder verify
+
+# -- app: the final image ------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS app
+LABEL org.opencontainers.image.title="seeder reference app" \
+      org.opencontainers.image.description="Stand-in app serving the models bundled at /app/models; replace app/ with yours." \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin app
+WORKDIR /app
+# The venv gives the app seeder's Python API (seeder.check at start-up); add your app's own
+# dependencies in a RUN pip install here.
+COPY --from=build /opt/venv /opt/venv
+# Models before app code: an app change rebuilds only the small layer after this one.
+# They stay owned by root: the app reads them, it never needs to change them.
+COPY --from=models /models /app/models
+COPY app/ /app/app/
+ENV PATH=/opt/venv/bin:$PATH \
+    MODELS_DIR=/app/models \
+    PORT=8000 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+USER 10001:10001
+EXPOSE 8000
+CMD ["python", "-m", "app"]

@@ -1,0 +1,92 @@
+"""Start-up check, then a tiny HTTP service. Standard library plus seeder's Python API only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import seeder
+
+from .loaders import BadModelFile, describe
+
+
+class NotReady(Exception):
+    """The models are not fit to serve from; the message says why."""
+
+
+def load_models(models_dir: Path) -> list[dict]:
+    """Check ``models_dir`` against what seeder recorded, open every file; raise NotReady on any problem."""
+    # Sizes only: hashing GBs at every start is the seeder's job (it verified them when it installed them).
+    problems = seeder.check(models_dir, fast=True)
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise NotReady(f"models in {models_dir} are missing or incomplete:\n{lines}\n"
+                       "Run the seeder first (docker compose up seeder) or rebuild the image.")
+    models = seeder.installed(models_dir)
+    for model in models:
+        for file in model["files"]:
+            path = models_dir / model["name"] / file["path"]
+            try:
+                file["header"] = describe(path)
+                if not file.get("sha256"):
+                    # seeder 0.1 records no sha256 for a small (non-LFS) file it copied from its --cache,
+                    # only the hub's git blob id: hash it here (small files only, so cheap).
+                    file["sha256"] = _sha256(path)
+            except (BadModelFile, OSError) as e:
+                raise NotReady(f"cannot open {model['name']}/{file['path']}: {e}") from None
+    return models
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_handler(models: list[dict]) -> type[BaseHTTPRequestHandler]:
+    body = {"/healthz": {"status": "ok", "models": len(models)}, "/models": models}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            payload = body.get(self.path.split("?", 1)[0])
+            status = 200 if payload is not None else 404
+            data = json.dumps(payload if payload is not None else {"error": "not found"}, indent=1).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args) -> None:
+            if not self.path.startswith("/healthz"):  # the healthcheck would drown everything else
+                super().log_message(format, *args)
+
+    return Handler
+
+
+def main() -> int:
+    models_dir = Path(os.environ.get("MODELS_DIR", "/app/models"))
+    port = int(os.environ.get("PORT", "8000"))
+    try:
+        models = load_models(models_dir)
+    except NotReady as e:
+        print(f"app: refusing to start: {e}", file=sys.stderr, flush=True)
+        return 1
+    server = ThreadingHTTPServer(("0.0.0.0", port), make_handler(models))
+    # PID 1 in a container ignores SIGTERM unless it handles it: stop promptly on `docker stop`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    files = sum(len(m["files"]) for m in models)
+    print(f"app: {len(models)} models ({files} files) ready in {models_dir}; "
+          f"listening on :{server.server_address[1]}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
