@@ -899,3 +899,42 @@ def test_seeder_is_non_root_and_the_bind_variant_fills_a_host_directory(stack, s
         status, listed = http_get(c.url + "/models")
         assert status == 200 and sorted(m["name"] for m in listed) == ["embedding", "llm"]
     shutil.rmtree(host_dir, ignore_errors=True)
+
+
+# ==================================================================================================
+# Day 2: images to an air-gapped host (export-image -> rmi -> load -> run with --network none)
+# ==================================================================================================
+
+
+@docker_test
+def test_export_image_then_load_runs_air_gapped(stack, tmp_path):
+    import zstandard
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    archive = tmp_path / "images.tar.zst"
+    proc = sh(sys.executable, "-m", "seeder", "export-image", stack.app_image, stack.seeder_image,
+              "--output", archive, "--log-format", "json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    digest, name = (tmp_path / "images.tar.zst.sha256").read_text().split()
+    assert name == archive.name and digest == hashlib.sha256(archive.read_bytes()).hexdigest()
+
+    docker("rmi", stack.app_image, stack.seeder_image)
+    assert docker("image", "inspect", stack.app_image, check=False).returncode != 0
+    # What `zstd -dc images.tar.zst | docker load` does on the air-gapped host, streamed.
+    load = subprocess.Popen(["docker", "load"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with open(archive, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as tar:
+        shutil.copyfileobj(tar, load.stdin, 1 << 20)
+    out, err = load.communicate(timeout=600)
+    assert load.returncode == 0, err
+    assert stack.app_image.encode() in out and stack.seeder_image.encode() in out
+
+    container = (DockerContainer(stack.app_image).with_kwargs(network_mode="none")
+                 .waiting_for(LogMessageWaitStrategy("listening on")))
+    container.start()
+    try:
+        code, out = container.exec(["python", "-c", "import urllib.request; "
+                                    "print(urllib.request.urlopen('http://127.0.0.1:8000/healthz').status)"])
+        assert code == 0 and out.strip() == b"200"
+    finally:
+        container.stop()
