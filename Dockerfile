@@ -42,8 +42,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     SEEDER_MANIFEST=/etc/seeder/models.toml \
     SEEDER_TARGET=/models \
     SEEDER_LOG_FORMAT=json
+# A TLS-inspecting proxy's CA bundle, if any, is a secret too (docker build --secret id=ca_bundle,src=...).
 RUN --mount=type=cache,id=seeder-models,target=/cache \
     --mount=type=secret,id=hf_token \
+    --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export SEEDER_CA_BUNDLE=/run/secrets/ca_bundle; fi; \
     seeder seed --cache /cache && seeder verify
 
 # -- app: the final image ------------------------------------------------------------------------------

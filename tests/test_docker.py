@@ -938,3 +938,34 @@ def test_export_image_then_load_runs_air_gapped(stack, tmp_path):
         assert code == 0 and out.strip() == b"200"
     finally:
         container.stop()
+
+
+# ==================================================================================================
+# TLS behind a private CA: the bundle reaches the image build as a BuildKit secret
+# ==================================================================================================
+
+
+@docker_test
+def test_ca_bundle_as_a_build_secret(engine, sid, tmp_path):
+    from tests.test_tls import TlsHub, make_pki
+
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki", ips=("127.0.0.1", engine))
+    with TlsHub(pki, host=engine) as hub:
+        data = d.make_safetensors(tmp_path / "w.safetensors", seed=int(sid, 16) + 9)
+        commit = hub.add_repo(f"tls-{sid}/m", {"model.safetensors": data, "config.json": b"{}"})
+        (tmp_path / "ctx").mkdir()
+        ctx = copy_checkout(tmp_path / "ctx")
+        (ctx / "models.toml").write_text(f'[[models]]\nname = "m"\nrepo = "tls-{sid}/m"\nrevision = "{commit}"\n')
+        (ctx / "models.lock").unlink(missing_ok=True)
+        args = ["--target", "models", "--build-arg", f"HF_ENDPOINT={hub.url}"]
+
+        refused = build(ctx, f"seeder-test-{sid}-tls", *args, check=False)
+        assert refused.returncode != 0
+        assert "TLS verification failed" in refused.stdout + refused.stderr
+
+        build(ctx, f"seeder-test-{sid}-tls", *args, "--secret", f"id=ca_bundle,src={pki / 'ca.pem'}")
+        assert any(r.kind == "resolve" and r.bytes_sent for r in hub.requests)
+    history = docker("history", "--no-trunc", f"seeder-test-{sid}-tls").stdout
+    assert (pki / "ca.pem").read_text().splitlines()[1] not in history
+    docker("rmi", f"seeder-test-{sid}-tls", check=False)

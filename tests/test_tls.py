@@ -16,23 +16,28 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("pki")
+def make_pki(d: Path, ips: tuple[str, ...] = ("127.0.0.1",)) -> Path:
+    """A private CA (ca.pem) and a hub certificate (hub.pem, hub.key) for the given IP addresses."""
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
              "-subj", "/CN=seeder test CA", "-addext", "basicConstraints=critical,CA:TRUE",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "hub.key", "-out", "hub.csr", "-subj", "/CN=127.0.0.1",
              cwd=d)
-    (d / "ext").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    san = ",".join(f"IP:{ip}" for ip in ips)
+    (d / "ext").write_text(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n")
     _openssl("x509", "-req", "-in", "hub.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
              "-out", "hub.pem", "-days", "2", "-extfile", "ext", cwd=d)
     return d
 
 
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
 class TlsHub(FakeHub):
-    def __init__(self, pki: Path):
-        super().__init__()
+    def __init__(self, pki: Path, host: str = "127.0.0.1"):
+        super().__init__(host=host)
         self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._ctx.load_cert_chain(pki / "hub.pem", pki / "hub.key")
 
