@@ -54,6 +54,8 @@ class _HashingReader(io.RawIOBase):
 
 def export(target: Target, output: Path) -> int:
     """Write the bundle; returns the number of files. Files that no longer match their lock abort it."""
+    from .transfer import ContentMismatch
+
     lock = installed_lock(target)
     if not lock.models:
         raise UsageError(f"nothing installed in {target.root} to export")
@@ -90,15 +92,14 @@ def export(target: Target, output: Path) -> int:
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, output)
+    except ContentMismatch as e:
+        tmp.unlink(missing_ok=True)
+        raise IntegrityError(f"a file changed on disk while exporting: {e}") from None
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise storage_error(e, "write", output) from None
-    except BaseException as e:
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        from .transfer import ContentMismatch
-
-        if isinstance(e, ContentMismatch):
-            raise IntegrityError(f"a file changed on disk while exporting: {e}") from None
         raise
     return len(members)
 
@@ -194,6 +195,8 @@ def _stage(tar, member, file: LockedFile | None, sums: dict[str, str], staging: 
             while block := source.read(1 << 20):
                 hasher.update(block)
                 out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
         digest = hasher.check()
     except ContentMismatch as e:
         raise IntegrityError(f"{path}: {member.name}: {e}") from None

@@ -44,6 +44,8 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--locked", action="store_true", help="fail (exit 2) if models.lock is missing or out of date")
     g.add_argument("--jobs", type=int, default=4, metavar="N", help="files transferred at once (default: 4)")
     g.add_argument("--token-file", metavar="PATH", help="read the hub token from this file")
+    g.add_argument("--grace", type=float, metavar="SECONDS",
+                   help="keep a replaced model version this long for readers mid-way (default: 5; env SEEDER_GRACE)")
     g.add_argument("--allow-http", action="store_true", default=os.environ.get("SEEDER_ALLOW_HTTP") == "1",
                    help="allow plain http:// to hosts other than localhost (env SEEDER_ALLOW_HTTP=1)")
     g.add_argument("--log-format", choices=("auto", "json", "console"),
@@ -73,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  seeder import       install a bundle, verified before anything becomes visible\n"
         "  seeder export-image save Docker images into one archive with a sha256 sidecar\n"
         "  seeder cache        du | prune the download cache\n\n"
+        "options of every command (details: seeder COMMAND --help):\n"
+        "  -m/--manifest PATH  -t/--target DIR  --cache DIR  --offline  --locked  --jobs N\n"
+        "  --grace SECONDS  --token-file PATH  --allow-http  --log-format auto|json|console  -q|-v\n\n"
         f"{ENV_HELP}\n\n{EXIT_CODES_HELP}",
     )
     parser.add_argument("--version", action="version", version=f"seeder {__version__}")
@@ -98,8 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "manifest no longer lists. Readers that resolve <target>/<name> once see one version.")
     p.add_argument("--dry-run", action="store_true", help="show what would change; touch nothing")
     p.add_argument("--keep-removed", action="store_true", help="keep models the manifest no longer lists")
-    p.add_argument("--grace", type=float, default=float(os.environ.get("SEEDER_GRACE", 5)), metavar="SECONDS",
-                   help="keep replaced versions this long for readers mid-way (default: %(default)s)")
     p = sub.add_parser("status", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
                        help="show what the target holds",
                        description="Each model: revision, commit, files, bytes, installed-at and state "
@@ -147,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         log.configure(args.log_format, -1 if args.quiet else (1 if args.verbose else 0), secrets=(net.token or "",))
         if args.jobs < 1:
             raise UsageError("--jobs must be at least 1")
+        if args.grace is None:
+            from .config import _env_float
+
+            args.grace = _env_float("SEEDER_GRACE", 5.0)
         handler = {"seed": _seed, "verify": _verify, "lock": _lock, "refresh": _refresh, "status": _status,
                    "export": _export, "import": _import, "export-image": _export_image, "cache": _cache}
         return handler[args.command](args, net)
@@ -188,7 +195,7 @@ def _seed(args, net) -> int:
     from .seed import seed
 
     manifest, target, cache = _paths(args)
-    summary = seed(manifest, target, cache, net, locked=args.locked, jobs=args.jobs)
+    summary = seed(manifest, target, cache, net, locked=args.locked, jobs=args.jobs, grace=args.grace)
     summary.emit()
     return OK
 
@@ -200,7 +207,7 @@ def _verify(args, net) -> int:
 
     target = Target(Path(args.target))
     if Path(args.manifest).exists():
-        manifest, target, _ = _paths(args)
+        manifest, _, _ = _paths(args)
         lock = obtain_lock(manifest, target, locked=True, net=None)
     else:
         lock = installed_lock(target)
@@ -229,8 +236,7 @@ def _lock(args, net) -> int:
     current = lockfile.read(path) or Lock(models=())
     names = [m.name for m in manifest.models] if args.upgrade else current.stale_models(manifest)
     fresh = resolve(manifest, names, net, Client(net))
-    new = Lock(models=tuple(fresh.get(m.name) or current.get(m.name) for m in manifest.models))
-    save_lock(new, path, target=None)
+    save_lock(current.updated(manifest, fresh), path, target=None)
     return OK
 
 
@@ -284,11 +290,11 @@ def _import(args, net) -> int:
 
 
 def _export_image(args, net) -> int:
-    from .images import export_images
+    from .images import export_images, load_command
 
     digest = export_images(args.images, Path(args.output))
     log.info("images exported", output=args.output, images=args.images, sha256=digest,
-             load=f"sha256sum -c {args.output}.sha256 && zstd -dc {args.output} | docker load")
+             load=load_command(Path(args.output)))
     return OK
 
 

@@ -26,7 +26,10 @@ def du(cache: Cache) -> Usage:
         if not directory.is_dir():
             continue
         for entry in directory.iterdir():
-            size = entry.stat().st_size
+            try:
+                size = entry.stat().st_size
+            except FileNotFoundError:
+                continue
             if is_blob:
                 usage.blobs, usage.bytes = usage.blobs + 1, usage.bytes + size
             else:
@@ -57,13 +60,16 @@ def prune(cache: Cache, keep: set[str], keep_days: float | None) -> Usage:
             continue
         for entry in directory.iterdir():
             digest = entry.name.split(".", 1)[0]
-            st = entry.stat()
+            try:
+                st = entry.stat()
+            except FileNotFoundError:  # a download finished or another prune got there first
+                continue
             if digest in keep or (cutoff is not None and st.st_mtime > cutoff):
                 continue
-            # The same per-blob lock a download holds, so nothing in flight is deleted.
+            # The same per-blob lock a download holds, so nothing in flight is deleted. The lock file
+            # itself stays: removing it would let two processes hold "the" lock at once.
             with FileLock(str(cache.locks / f"{digest}.lock")):
                 entry.unlink(missing_ok=True)
-            (cache.locks / f"{digest}.lock").unlink(missing_ok=True)
             if is_blob:
                 removed.blobs, removed.bytes = removed.blobs + 1, removed.bytes + st.st_size
             else:

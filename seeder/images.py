@@ -14,6 +14,7 @@ def export_images(names: list[str], output: Path) -> str:
     """Stream ``docker save`` of ``names`` into ``output`` (.zst or .gz compresses); returns the sha256."""
     try:
         import docker
+        import requests
         from docker.errors import DockerException, ImageNotFound
     except ImportError:
         raise UsageError("export-image needs the Docker SDK: pip install 'seeder[docker]'") from None
@@ -28,8 +29,11 @@ def export_images(names: list[str], output: Path) -> str:
 
     api = client.api
     # The SDK saves one image per call; the engine's /images/get takes several names into one tar.
-    response = api._get(api._url("/images/get"), params={"names": names}, stream=True)
-    api._raise_for_status(response)
+    try:
+        response = api._get(api._url("/images/get"), params={"names": names}, stream=True)
+        api._raise_for_status(response)
+    except DockerException as e:
+        raise RemoteError(f"docker could not save {', '.join(names)}: {e}") from None
     tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
@@ -45,10 +49,22 @@ def export_images(names: list[str], output: Path) -> str:
         os.replace(tmp, output)
         sidecar = output.with_name(output.name + ".sha256")
         sidecar.write_text(f"{digest.hexdigest()}  {output.name}\n")
+    except requests.exceptions.RequestException as e:  # an OSError too: test it first
+        tmp.unlink(missing_ok=True)
+        raise RemoteError(f"the Docker engine stopped sending the images: {e}") from None
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise storage_error(e, "write", output) from None
     return digest.hexdigest()
+
+
+def load_command(output: Path) -> str:
+    """What to run on the air-gapped host, from the archive's directory."""
+    if output.name.endswith(".zst"):
+        load = f"zstd -dc {output.name} | docker load"
+    else:
+        load = f"docker load -i {output.name}"
+    return f"sha256sum -c {output.name}.sha256 && {load}"
 
 
 class _HashingWriter:

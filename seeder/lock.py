@@ -82,6 +82,10 @@ class Lock:
                 stale.append(spec.name)
         return stale
 
+    def updated(self, manifest: Manifest, fresh: dict[str, LockedModel]) -> Lock:
+        """This lock with ``fresh`` entries swapped in, in manifest order, without models it no longer lists."""
+        return Lock(models=tuple(fresh.get(m.name) or self.get(m.name) for m in manifest.models))
+
     def matches(self, manifest: Manifest) -> bool:
         return not self.stale_models(manifest) and len(self.models) == len(manifest.models)
 

@@ -89,7 +89,12 @@ class Progress:
 
     def __init__(self, total: int, interval: float | None = None):
         self.total = total
-        self.interval = interval if interval is not None else float(os.environ.get("SEEDER_PROGRESS_INTERVAL", 5))
+        if interval is None:
+            try:
+                interval = float(os.environ.get("SEEDER_PROGRESS_INTERVAL", 5))
+            except ValueError:
+                interval = 5.0
+        self.interval = interval
         self._bar = None
         if not _state["json"] and sys.stderr.isatty() and _state["min_level"] <= 20 and total:
             from tqdm import tqdm

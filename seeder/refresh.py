@@ -72,7 +72,7 @@ def refresh(manifest: Manifest, target: Target, cache: Cache | None, net: Networ
         if change.changed:
             change.emit(dry_run)
     if dry_run:
-        log.info("dry run: nothing changed", models=sum(c.changed for c in changes))
+        log.info("dry run: nothing was touched", models_to_change=sum(c.changed for c in changes))
         return Summary(models=[m.name for m in new.models])
     save_lock(new, lockfile.lock_path_for(manifest.path), target)
     with target.exclusive():

@@ -12,11 +12,11 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 from . import log
 from .config import Network
-from .errors import ManifestError, RemoteError, tls_failure
+from .errors import ManifestError, RemoteError, UsageError, tls_failure
 from .lock import LockedFile, LockedModel
 from .manifest import Manifest, ModelSpec, RepoSource, UrlSource
 from .paths import check_relpath
-from .transfer import Client, TransientError, classify
+from .transfer import MAX_REDIRECTS, Client, TransientError, classify
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_FILE_SIZE = 1 << 44  # 16 TiB: anything larger is a broken server, not a model
@@ -164,14 +164,16 @@ def _head(model: str, url: str, net: Network, client: Client) -> tuple[int | Non
         for attempt in client.retrying("resolve", model):
             with attempt:
                 resp = client.request("HEAD", url, allow_redirects=False)
-                hops = 0
-                while resp.is_redirect and "X-Linked-Size" not in resp.headers and hops < 10:
+                for _ in range(MAX_REDIRECTS):
+                    if not resp.is_redirect or "X-Linked-Size" in resp.headers:
+                        break
                     resp = client.request("HEAD", urljoin(resp.url, resp.headers["Location"]), allow_redirects=False)
-                    hops += 1
+                else:
+                    raise RemoteError(f"too many redirects resolving {url}")
                 classify(resp, url)
     except TransientError as e:
         raise RemoteError(f"{model}: HEAD {url} failed after {net.retries} attempts: {e}") from None
-    except RemoteError as e:
+    except (RemoteError, UsageError) as e:  # UsageError: redirected to plain http
         raise RemoteError(f"{model}: {e}") from None
     raw_size = resp.headers.get("X-Linked-Size") or resp.headers.get("Content-Length")
     size = int(raw_size) if raw_size and raw_size.isdigit() and int(raw_size) <= MAX_FILE_SIZE else None

@@ -9,14 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import log
+from . import failpoints, log
 from . import lock as lockfile
 from .config import Network
 from .errors import IntegrityError, LockError, RemoteError, SeederError, StorageError
 from .fmt import human_bytes
 from .lock import Lock, LockedFile, LockedModel
 from .manifest import Manifest
-from .store import Cache, Installed, Target, stamp, storage_error
+from .store import Cache, Installed, Target, regular_or_absent, stamp, storage_error
 
 
 @dataclass
@@ -42,17 +42,19 @@ def obtain_lock(manifest: Manifest, target: Target, *, locked: bool, net: Networ
         current = lockfile.read(target.lock_copy)
     if current is not None and current.matches(manifest):
         return current
-    stale = current.stale_models(manifest) if current else [m.name for m in manifest.models]
-    why = f"{path} is missing" if current is None else f"{path} is out of date for {', '.join(stale) or 'removed models'}"
+    current = current or Lock(models=())
+    stale = current.stale_models(manifest)
+    why = f"{path} is missing" if not current.models else f"{path} is out of date for {', '.join(stale) or 'removed models'}"
     if locked:
-        raise LockError(f"--locked: {why}; run `seeder lock` and commit the result")
-    if net is None or net.offline:
-        raise RemoteError(f"offline: {why} and resolving needs the hub")
-    from .resolve import resolve
+        raise LockError(f"{why}; run `seeder lock` and commit the result")
+    fresh = {}
+    if stale:  # only dropping models needs no hub
+        if net is None or net.offline:
+            raise RemoteError(f"offline: {why} and resolving needs the hub")
+        from .resolve import resolve
 
-    fresh = resolve(manifest, stale, net, client_factory())
-    models = tuple(fresh.get(m.name) or current.get(m.name) for m in manifest.models)
-    new = Lock(models=models)
+        fresh = resolve(manifest, stale, net, client_factory())
+    new = current.updated(manifest, fresh)
     save_lock(new, path, target)
     return new
 
@@ -84,6 +86,7 @@ class Installer:
         self.summary = Summary()
         self._client = None
         self._digest_locks: dict[str, threading.Lock] = {}
+        self._placed: dict[str, tuple[Path, tuple[str, str]]] = {}  # digest -> where this run put it
         self._guard = threading.Lock()
         self.sha256s: dict[tuple[str, str], str] = {}
 
@@ -197,6 +200,7 @@ class Installer:
                 return
             except ContentMismatch:
                 pass  # changed on disk since it was recorded: fetch it like any missing file
+        regular_or_absent(final)
         if final.exists():
             # Renamed into place (so verified) by a run killed before it recorded the file: check, keep.
             try:
@@ -204,10 +208,20 @@ class Installer:
                 self._count(reused=file.size)
                 return
             except ContentMismatch:
+                if self.cache is not None and _same(final, self.cache.blob(file)):
+                    # A hardlinked file changed in place changed the cached copy with it.
+                    self.cache.blob(file).unlink(missing_ok=True)
                 final.unlink()
         with self._serialized(file):
             if self.cache is None:
-                self._fetch(model, file, final, progress)
+                if file.digest in self._placed:
+                    done, done_key = self._placed[file.digest]
+                    if sha256 := self._link_or_copy(done, final, file) or self.sha256s.get(done_key):
+                        self.sha256s[key] = sha256
+                    self._count(reused=file.size)
+                else:
+                    self._fetch(model, file, final, progress)
+                    self._placed[file.digest] = (final, key)
                 return
             blob = self.cache.blob(file)
             for attempt in (1, 2):
@@ -238,9 +252,11 @@ class Installer:
         from .transfer import download
 
         part = self._part_path(file)
+        regular_or_absent(part)
         log.info("downloading", model=model.name, file=file.path, bytes=file.size)
         result = download(self.client, file_urls(model, file, self.net), part,
                           file, progress.file(model.name, file.path, file.size), model.name)
+        failpoints.hit("downloaded")
         try:
             os.replace(part, dest)
         except OSError as e:
@@ -291,6 +307,7 @@ class Installer:
         record: Installed = self.target.record(model, sha256s)
         self.state[model.name] = record
         self.target.write_state(self.state)
+        failpoints.hit("recorded")
         self.target.publish(model)
 
     def _prune(self, models: list[LockedModel]) -> None:
@@ -313,7 +330,7 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def seed(manifest: Manifest, target: Target, cache: Cache | None, net: Network, *, locked: bool,
-         jobs: int) -> Summary:
+         jobs: int, grace: float = 0.0) -> Summary:
     started = time.monotonic()
 
     def client_factory():
@@ -330,7 +347,7 @@ def seed(manifest: Manifest, target: Target, cache: Cache | None, net: Network, 
         if cache is not None:
             cache.ensure()
         target.clear_marker()
-        summary = Installer(target, cache, net, jobs).run(lock)
+        summary = Installer(target, cache, net, jobs, grace=grace).run(lock)
     summary.seconds = time.monotonic() - started
     return summary
 

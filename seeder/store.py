@@ -19,14 +19,18 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import StorageError, UsageError
-from .lock import Lock, LockedFile, LockedModel
+from . import failpoints
+from .errors import SeederError, StorageError, UsageError
+from .lock import Lock, LockedFile, LockedModel, model_from_json
+from .paths import check_name
 
 STATE_VERSION = 1
 
@@ -35,6 +39,21 @@ def storage_error(e: OSError, action: str, path: Path | str) -> StorageError:
     reasons = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
                errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
     return StorageError(f"cannot {action} {path}: {reasons.get(e.errno, e.strerror or str(e))}")
+
+
+def regular_or_absent(path: Path) -> None:
+    """Remove whatever is at ``path`` unless it is a regular file: a planted symlink must not redirect writes."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise storage_error(e, "inspect", path) from None
+    if not stat.S_ISREG(st.st_mode):
+        try:
+            path.unlink()
+        except OSError as e:
+            raise storage_error(e, "remove", path) from None
 
 
 def fsync_dir(path: Path) -> None:
@@ -57,6 +76,7 @@ def write_atomic(path: Path, data: str) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        failpoints.hit(f"before-rename:{path.name}")
         os.replace(tmp, path)
     except OSError as e:
         with suppress(OSError):
@@ -91,6 +111,27 @@ class Installed:
         return {"version": self.version, "installed_at": self.installed_at, "entry": self.entry, "files": self.files}
 
 
+_VERSION = re.compile(r"[0-9a-f]{16}")
+
+
+def _installed(name: object, raw: object) -> Installed | None:
+    """A state record, only if every name and path in it is one seeder could have written."""
+    try:
+        if not isinstance(name, str) or check_name(name) or not isinstance(raw, dict):
+            return None
+        record = Installed(name=name, **raw)
+        model = model_from_json(record.entry, "state")
+        stamps_ok = all(isinstance(rec, dict) and isinstance(rec.get("stamp"), list) and len(rec["stamp"]) == 3
+                        for rec in record.files.values())
+        if model.name != name or not _VERSION.fullmatch(str(record.version)) or not stamps_ok:
+            return None
+        if set(record.files) != {f.path for f in model.files}:
+            return None
+        return record
+    except (TypeError, AttributeError, SeederError):
+        return None
+
+
 class Target:
     def __init__(self, root: Path):
         self.root = root
@@ -104,12 +145,12 @@ class Target:
     # -- reading (no side effects: used by the warm path and by apps) --
 
     def read_state(self) -> dict[str, Installed]:
+        """What is installed. Missing or damaged records are left out: they only cost a re-check on disk."""
         try:
             data = json.loads(self.state_file.read_text("utf-8"))
             models = data["models"] if data.get("version") == STATE_VERSION else {}
-            return {name: Installed(name=name, **rec) for name, rec in models.items()}
+            return {name: rec for name, raw in models.items() if (rec := _installed(name, raw))}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            # Missing or damaged state only costs a re-check of what is on disk.
             return {}
 
     def visible(self, name: str, path: str = "") -> Path:
@@ -191,6 +232,7 @@ class Target:
         try:
             tmp.unlink(missing_ok=True)
             os.symlink(rel, tmp)
+            failpoints.hit("before-switch")
             os.replace(tmp, link)
         except OSError as e:
             raise storage_error(e, "publish", link) from None

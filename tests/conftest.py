@@ -19,6 +19,7 @@ FAST_NET = {
     "SEEDER_BACKOFF_MAX": "0.3",
     "SEEDER_READ_TIMEOUT": "2",
     "SEEDER_CONNECT_TIMEOUT": "2",
+    "SEEDER_GRACE": "0",
 }
 
 

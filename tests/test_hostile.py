@@ -178,3 +178,47 @@ def test_a_planted_model_link_is_replaced_not_written_through(hub, tmp_path):
     assert (target / "m" / "w.safetensors").read_bytes() == data
     assert os.path.realpath(target / "m").startswith(str(target.resolve()))
     assert sha256(data)
+
+
+def test_a_planted_partial_file_symlink_is_not_written_through(tmp_path, hub):
+    data = blob(50_000, seed=3)
+    url = hub.add_file("a.bin", data)
+    (tmp_path / "models.toml").write_text(f'[[models]]\nname = "a"\nurl = "{url}"\nsha256 = "{sha256(data)}"\n')
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"precious")
+    part = tmp_path / "t" / ".seeder" / "tmp" / f"sha256-{sha256(data)}.part"
+    part.parent.mkdir(parents=True)
+    part.symlink_to(outside)
+    run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 0, run
+    assert outside.read_bytes() == b"precious"
+    installed = tmp_path / "t" / "a" / "a.bin"
+    assert installed.read_bytes() == data and not Path(os.path.realpath(installed)).is_symlink()
+    assert os.path.realpath(installed).startswith(str((tmp_path / "t").resolve()))
+
+
+@pytest.mark.parametrize("tamper", ["escape", "missing stamp", "garbage"])
+def test_a_tampered_state_file_is_ignored_not_obeyed(tamper, hub, tmp_path):
+    hub.add_repo("org/m", {"w.safetensors": blob(20_000, seed=4)})
+    m = tmp_path / "models.toml"
+    m.write_text('[[models]]\nname = "m"\nrepo = "org/m"\n')
+    target = tmp_path / "t"
+    assert run_seeder("-m", str(m), "-t", str(target), hub=hub).code == 0
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("mine")
+    state_file = target / ".seeder" / "state.json"
+    state = json.loads(state_file.read_text())
+    if tamper == "escape":
+        state["models"]["../../victim"] = state["models"]["m"]
+    elif tamper == "missing stamp":
+        for rec in state["models"]["m"]["files"].values():
+            del rec["stamp"]
+    else:
+        state["models"]["m"] = {"version": 7, "files": "x"}
+    state_file.write_text(json.dumps(state))
+    for args in ([], ["refresh"], ["status"], ["--verify"]):
+        run = run_seeder(*args, "-m", str(m), "-t", str(target), hub=hub)
+        assert run.code in (0, 1), (args, run)
+    assert (victim / "keep").read_text() == "mine"
+    assert run_seeder("--verify", "-m", str(m), "-t", str(target), hub=hub).code == 0

@@ -350,3 +350,56 @@ def test_cache_on_another_filesystem_is_copied_hashed_and_a_damaged_copy_refetch
         assert any(e["event"] == "cached copy damaged, downloading again" for e in run.events)
         state = json.loads((tmp_path / "b" / ".seeder" / "state.json").read_text())
         assert all(f["sha256"] for f in state["models"]["embedding"]["files"].values())
+
+
+def test_a_hardlinked_file_changed_in_place_is_not_reinstalled_from_the_cache(hub, tmp_path):
+    files = repo_files()
+    hub.add_repo("org/emb", files)
+    m = manifest(tmp_path / "models.toml", hub)
+    cache = tmp_path / "cache"
+    assert run_seeder("-m", str(m), "-t", str(tmp_path / "a"), "--cache", str(cache), hub=hub).code == 0
+    path = tmp_path / "a" / "embedding" / "model.safetensors"
+    with open(path, "r+b") as fh:  # in place: the cache's hardlink sees it too
+        fh.seek(100)
+        fh.write(b"XXXX")
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "a"), "--cache", str(cache), hub=hub)
+    assert run.code == 0, run
+    assert path.read_bytes() == files["model.safetensors"]
+    assert run_seeder("-m", str(m), "-t", str(tmp_path / "b"), "--cache", str(cache), hub=hub).code == 0
+    assert run_seeder("--verify", "-m", str(m), "-t", str(tmp_path / "b"), hub=hub).code == 0
+
+
+def test_identical_files_in_two_models_are_fetched_once(hub, tmp_path):
+    data = blob(100_000, seed=12)
+    hub.add_repo("org/a", {"w.safetensors": data})
+    hub.add_repo("org/b", {"w.safetensors": data})
+    m = tmp_path / "models.toml"
+    m.write_text('[[models]]\nname = "a"\nrepo = "org/a"\n\n[[models]]\nname = "b"\nrepo = "org/b"\n')
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 0, run
+    assert hub.body_bytes() == len(data)
+    assert (tmp_path / "t" / "b" / "w.safetensors").read_bytes() == data
+
+
+def test_dropping_a_model_needs_no_hub(hub, tmp_path):
+    hub.add_repo("org/emb", repo_files())
+    data = blob(1000, seed=13)
+    m = manifest(tmp_path / "models.toml", hub, url_data=data)
+    assert run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub).code == 0
+    m.write_text(m.read_text().split("[[models]]\nname = \"llm\"")[0])
+    hub.clear_log()
+    run = run_seeder("--offline", "-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 0, run
+    assert hub.requests == []
+    assert [x["name"] for x in json.loads((tmp_path / "models.lock").read_text())["models"]] == ["embedding"]
+
+
+@pytest.mark.parametrize("variable", ["SEEDER_GRACE", "SEEDER_READ_TIMEOUT", "SEEDER_PROGRESS_INTERVAL"])
+def test_a_bad_environment_value_is_a_usage_error_or_ignored(variable, hub, tmp_path):
+    hub.add_repo("org/emb", repo_files())
+    m = manifest(tmp_path / "models.toml", hub)
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub, **{variable: "abc"})
+    if variable == "SEEDER_PROGRESS_INTERVAL":
+        assert run.code == 0, run  # cosmetic: falls back to the default
+    else:
+        assert run.code == 2 and variable in run.err

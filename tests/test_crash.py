@@ -1,0 +1,78 @@
+"""SIGKILL at every step of a seed and of a refresh: the target always serves one complete version,
+and the next run finishes with no manual cleanup."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import blob, run_seeder, seeder_env, sha256
+
+V1 = {"config.json": b'{"v": 1}', "model.safetensors": blob(400_000, seed=31), "gone.txt": b"v1 only"}
+V2 = {"config.json": b'{"v": 2}', "model.safetensors": blob(400_000, seed=32), "new.bin": blob(30_000, seed=33)}
+POINTS = ["downloaded", "before-rename:state.json", "recorded", "before-switch", "before-rename:complete"]
+
+
+def _digests(target: Path) -> dict[str, str] | None:
+    link = target / "m"
+    if not link.exists():
+        return None
+    root = Path(os.path.realpath(link))
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _kill_at(point: str, args: list[str], hub) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "seeder", *args, "--log-format", "json"],
+                            env=seeder_env(hub.url, SEEDER_FAILPOINT=point), stderr=subprocess.PIPE)
+    deadline, seen = time.monotonic() + 60, b""
+    while time.monotonic() < deadline and f"failpoint {point}".encode() not in seen:
+        ready, _, _ = select.select([proc.stderr], [], [], 1)
+        if ready:
+            chunk = os.read(proc.stderr.fileno(), 65536)
+            if not chunk:
+                break
+            seen += chunk
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert f"failpoint {point}".encode() in seen, seen.decode(errors="replace")[-2000:]
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_sigkill_during_a_first_seed(point, hub, tmp_path):
+    hub.add_repo("org/m", V1)
+    m = tmp_path / "models.toml"
+    m.write_text('[[models]]\nname = "m"\nrepo = "org/m"\n')
+    args = ["-m", str(m), "-t", str(tmp_path / "t")]
+    _kill_at(point, args, hub)
+    assert _digests(tmp_path / "t") in (None, {k: sha256(v) for k, v in V1.items()})
+    run = run_seeder(*args, hub=hub)
+    assert run.code == 0, run
+    assert _digests(tmp_path / "t") == {k: sha256(v) for k, v in V1.items()}
+    assert run_seeder("--verify", *args, hub=hub).code == 0
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_sigkill_during_a_refresh(point, hub, tmp_path):
+    hub.add_repo("org/m", V1)
+    m = tmp_path / "models.toml"
+    m.write_text('[[models]]\nname = "m"\nrepo = "org/m"\n')
+    args = ["-m", str(m), "-t", str(tmp_path / "t")]
+    assert run_seeder(*args, hub=hub).code == 0
+    hub.add_repo("org/m", V2)
+    _kill_at(point, ["refresh", *args], hub)
+    versions = ({k: sha256(v) for k, v in V1.items()}, {k: sha256(v) for k, v in V2.items()})
+    assert _digests(tmp_path / "t") in versions
+    run = run_seeder("refresh", *args, hub=hub)
+    assert run.code == 0, run
+    assert _digests(tmp_path / "t") == versions[1]
+    assert run_seeder("--verify", *args, hub=hub).code == 0
+    assert len(list((tmp_path / "t" / ".seeder" / "versions" / "m").iterdir())) == 1
