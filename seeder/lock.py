@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .errors import LockError
@@ -46,7 +47,7 @@ class LockedModel:
     commit: str | None = None
     urls: tuple[str, ...] = ()
 
-    @property
+    @cached_property  # asked once per file while installing: computing it is linear in the files
     def version(self) -> str:
         """Identifies the exact file set: two entries with equal versions install identical trees."""
         blob = json.dumps([self.commit, [asdict(f) for f in self.files]], sort_keys=True)
