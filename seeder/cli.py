@@ -20,6 +20,9 @@ environment:
   SEEDER_CACHE        content-addressed download cache (e.g. a BuildKit cache mount)
   SEEDER_LOG_FORMAT   auto | json | console
   SEEDER_CA_BUNDLE    CA bundle for TLS (REQUESTS_CA_BUNDLE and SSL_CERT_FILE also work)
+  SEEDER_CONNECTIONS  parallel Range connections per large file (default 8; 1: one stream)
+  SEEDER_PART_SIZE    bytes per Range request (default 16M); SEEDER_MULTIPART_MIN: files at least
+                      this large are fetched in parts (default 16M)
   HF_ENDPOINT         Hugging Face endpoint or mirror; huggingface.co URLs follow it too
   HF_TOKEN            token for gated or private repos; or a file: --token-file, HF_TOKEN_FILE,
                       /run/secrets/hf_token (Docker secret), huggingface's own token file
@@ -43,6 +46,9 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--offline", action="store_true", help="no network: seed from the lock and cache only")
     g.add_argument("--locked", action="store_true", help="fail (exit 2) if models.lock is missing or out of date")
     g.add_argument("--jobs", type=int, default=4, metavar="N", help="files transferred at once (default: 4)")
+    g.add_argument("--connections", type=int, metavar="N",
+                   help="parallel connections for one large file, 1 for a single stream (default: 8; "
+                        "env SEEDER_CONNECTIONS)")
     g.add_argument("--token-file", metavar="PATH", help="read the hub token from this file")
     g.add_argument("--grace", type=float, metavar="SECONDS",
                    help="keep a replaced model version this long for readers mid-way (default: 5; env SEEDER_GRACE)")
@@ -76,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  seeder export-image save Docker images into one archive with a sha256 sidecar\n"
         "  seeder cache        du | prune the download cache\n\n"
         "options of every command (details: seeder COMMAND --help):\n"
-        "  -m/--manifest PATH  -t/--target DIR  --cache DIR  --offline  --locked  --jobs N\n"
+        "  -m/--manifest PATH  -t/--target DIR  --cache DIR  --offline  --locked  --jobs N  --connections N\n"
         "  --grace SECONDS  --token-file PATH  --allow-http  --log-format auto|json|console  -q|-v\n\n"
         f"{ENV_HELP}\n\n{EXIT_CODES_HELP}",
     )
@@ -151,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs < 1:
             raise UsageError("--jobs must be at least 1")
         if args.grace is None:
-            from .config import _env_float
+            from .config import env_float
 
-            args.grace = _env_float("SEEDER_GRACE", 5.0)
+            args.grace = env_float("SEEDER_GRACE", 5.0)
         handler = {"seed": _seed, "verify": _verify, "lock": _lock, "refresh": _refresh, "status": _status,
                    "export": _export, "import": _import, "export-image": _export_image, "cache": _cache}
         return handler[args.command](args, net)
@@ -180,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
 def _network(args):
     from .config import network_from_env
 
-    return network_from_env(offline=args.offline, allow_http=args.allow_http, token_file=args.token_file)
+    return network_from_env(offline=args.offline, allow_http=args.allow_http, token_file=args.token_file,
+                            connections=args.connections)
 
 
 def _paths(args):

@@ -14,7 +14,7 @@ DOCKER_SECRET = Path("/run/secrets/hf_token")
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
-def _env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None:
         return default
@@ -25,6 +25,44 @@ def _env_float(name: str, default: float) -> float:
     if value < 0:
         raise UsageError(f"{name}={raw!r} must not be negative")
     return value
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _env_size(name: str, default: int) -> int:
+    """A byte count: ``65536``, ``64K``, ``8M``, ``1G`` (powers of 1024)."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    text = raw.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = text[-1:] if text[-1:] in _UNITS else ""
+    try:
+        value = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} is not a size (e.g. 65536, 64K, 8M)") from None
+    if value < 1:
+        raise UsageError(f"{name}={raw!r} must be at least 1 byte")
+    return value
+
+
+def _env_int(name: str, default: int, lo: int, hi: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} is not a whole number") from None
+    if not lo <= value <= hi:
+        raise UsageError(f"{name}={raw!r} must be between {lo} and {hi}")
+    return value
+
+
+DEFAULT_CONNECTIONS = 8
+DEFAULT_PART_SIZE = 16 << 20
+DEFAULT_MULTIPART_MIN = 16 << 20
+MAX_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -40,6 +78,15 @@ class Network:
     retries: int = 5
     backoff_max: float = 30.0
     ca_bundle: str | None = None
+    connections: int = DEFAULT_CONNECTIONS
+    """Parallel connections for one large file (``Range`` parts); 1 means a single stream."""
+    part_size: int = DEFAULT_PART_SIZE
+    """Bytes per ``Range`` request of a multi-part download (smaller near the end)."""
+    multipart_min: int = DEFAULT_MULTIPART_MIN
+    """Files at least this large are fetched in parts; smaller ones as one stream."""
+
+    def multipart(self, size: int) -> bool:
+        return self.connections > 1 and size >= max(self.multipart_min, 1)
 
     @property
     def hub_netloc(self) -> str:
@@ -71,8 +118,13 @@ def read_token(token_file: str | None = None) -> str | None:
         if candidate.is_file():
             try:
                 return candidate.read_text().strip() or None
-            except OSError:
-                continue
+            except OSError as e:
+                # Typically a Compose secret (a bind mount) this uid cannot read: say so, or the only
+                # symptom is a 401 later.
+                from . import log
+
+                log.warning("cannot read token file; continuing without a token", path=str(candidate),
+                            error=e.strerror or str(e))
     return None
 
 
@@ -90,7 +142,9 @@ def _read_token_file(path: Path, source: str) -> str | None:
         raise UsageError(f"{source}: cannot read token file {path}: {e.strerror}") from None
 
 
-def network_from_env(*, offline: bool, allow_http: bool, token_file: str | None) -> Network:
+def network_from_env(*, offline: bool, allow_http: bool, token_file: str | None,
+                     connections: int | None = None) -> Network:
+    """Settings from the environment; ``connections`` (the ``--connections`` flag) overrides SEEDER_CONNECTIONS."""
     endpoint = os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/") or DEFAULT_ENDPOINT
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -105,11 +159,17 @@ def network_from_env(*, offline: bool, allow_http: bool, token_file: str | None)
         token=read_token(token_file),
         offline=offline,
         allow_http=allow_http,
-        connect_timeout=_env_float("SEEDER_CONNECT_TIMEOUT", 10.0),
-        read_timeout=_env_float("SEEDER_READ_TIMEOUT", 30.0),
-        retries=max(1, int(_env_float("SEEDER_RETRIES", 5))),
-        backoff_max=_env_float("SEEDER_BACKOFF_MAX", 30.0),
+        connect_timeout=env_float("SEEDER_CONNECT_TIMEOUT", 10.0),
+        read_timeout=env_float("SEEDER_READ_TIMEOUT", 30.0),
+        retries=max(1, int(env_float("SEEDER_RETRIES", 5))),
+        backoff_max=env_float("SEEDER_BACKOFF_MAX", 30.0),
         ca_bundle=ca_bundle,
+        connections=connections if connections is not None
+        else _env_int("SEEDER_CONNECTIONS", DEFAULT_CONNECTIONS, 1, MAX_CONNECTIONS),
+        part_size=_env_size("SEEDER_PART_SIZE", DEFAULT_PART_SIZE),
+        multipart_min=_env_size("SEEDER_MULTIPART_MIN", DEFAULT_MULTIPART_MIN),
     )
+    if not 1 <= net.connections <= MAX_CONNECTIONS:
+        raise UsageError(f"--connections must be between 1 and {MAX_CONNECTIONS}")
     net.check_url(endpoint)
     return net

@@ -16,7 +16,7 @@ from .errors import ManifestError, RemoteError, UsageError, tls_failure
 from .lock import LockedFile, LockedModel
 from .manifest import Manifest, ModelSpec, RepoSource, UrlSource
 from .paths import check_relpath
-from .transfer import MAX_REDIRECTS, Client, TransientError, classify
+from .transfer import MAX_REDIRECTS, Client, TransientError, classify, is_transient
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_FILE_SIZE = 1 << 44  # 16 TiB: anything larger is a broken server, not a model
@@ -82,7 +82,7 @@ def _resolve_repo(spec: ModelSpec, src: RepoSource, manifest: Manifest, net: Net
                     status = e.response.status_code if e.response is not None else None
                     if status in (401, 403) or isinstance(e, hf.GatedRepoError):
                         raise RemoteError(f"{spec.name}: {where} is gated or private: set HF_TOKEN") from None
-                    if status in (408, 425, 429) or (status or 0) >= 500:
+                    if is_transient(status or 0):
                         raise TransientError(f"hub answered HTTP {status}") from None
                     raise RemoteError(f"{spec.name}: hub answered HTTP {status} for {where}") from None
                 except (httpx2.TransportError, httpx2.TimeoutException) as e:

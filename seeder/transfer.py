@@ -1,8 +1,12 @@
 """Move bytes from a URL into a partial file: resumable, retried, hashed while streaming.
 
-A partial file only ever holds a prefix of the expected content; the caller
-renames it into place after :func:`download` returns, which happens only
-once size and digest are right.
+A partial file only ever holds a prefix of the expected content (or, for a
+multi-part download, the byte ranges its sidecar records: see
+:mod:`seeder.parts`); the caller renames it into place after :func:`download`
+returns, which happens only once size and digest are right.
+
+requests and tenacity are imported on first use: ``seeder verify`` needs only
+:func:`hash_file` from here, and a warm run needs nothing.
 """
 
 from __future__ import annotations
@@ -13,24 +17,23 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import requests
-from requests.adapters import HTTPAdapter
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from . import log
 from .config import Network
-from .errors import IntegrityError, RemoteError, StorageError
+from .errors import IntegrityError, RemoteError, StorageError, tls_failure
 from .lock import LockedFile
+
+if TYPE_CHECKING:
+    import requests
+    from tenacity import Retrying
 
 CHUNK = 1 << 20
 NET_CHUNK = 1 << 16  # a read that fails loses its partial chunk, so keep network reads small
 MAX_REDIRECTS = 10
 RETRY_AFTER_MAX = 120.0  # a server asking for longer gets this; it is still a retry, not a hang
-_RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
 class TransientError(Exception):
@@ -77,16 +80,23 @@ class Hasher:
 
 
 def hash_file(path: Path, file: LockedFile, limit: int | None = None) -> Hasher:
+    """Hash ``path`` (its first ``limit`` bytes), reading into one reused buffer (hashlib releases the GIL)."""
     hasher = Hasher(file)
-    with open(path, "rb") as fh:
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        try:
+            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)  # larger read-ahead from disk
+        except (AttributeError, OSError):
+            pass
         remaining = limit
         while remaining is None or remaining > 0:
-            block = fh.read(CHUNK if remaining is None else min(CHUNK, remaining))
-            if not block:
+            n = fh.readinto(view if remaining is None or remaining >= CHUNK else view[:remaining])
+            if not n:
                 break
-            hasher.update(block)
+            hasher.update(view[:n])
             if remaining is not None:
-                remaining -= len(block)
+                remaining -= n
     return hasher
 
 
@@ -96,6 +106,8 @@ def _retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
+        from email.utils import parsedate_to_datetime
+
         try:
             seconds = parsedate_to_datetime(value).timestamp() - time.time()
         except (TypeError, ValueError, IndexError):
@@ -109,20 +121,35 @@ class Client:
     def __init__(self, net: Network):
         self.net = net
         self._local = threading.local()
+        self._trust_env = _environment_matters()
+        # SEEDER_CA_BUNDLE, REQUESTS_CA_BUNDLE, SSL_CERT_FILE (see config), then CURL_CA_BUNDLE as requests
+        # itself would read it; given with every request, since a session-level setting loses to the
+        # environment in requests.
+        self._verify: str | bool = net.ca_bundle or os.environ.get("CURL_CA_BUNDLE") or True
 
     @property
     def session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
-            session.max_redirects = MAX_REDIRECTS
-            session.verify = self.net.verify
-            session.trust_env = True
-            session.mount("https://", HTTPAdapter(pool_maxsize=4))
-            session.mount("http://", HTTPAdapter(pool_maxsize=4))
-            session.headers["User-Agent"] = "seeder/0.1"
-            session.headers["Accept-Encoding"] = "identity"
-            self._local.session = session
+            session = self._local.session = self.new_session()
+        return session
+
+    def new_session(self) -> requests.Session:
+        """A session of its own (one keep-alive connection per host), e.g. for one part worker."""
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        session = requests.Session()
+        session.max_redirects = MAX_REDIRECTS
+        session.verify = self._verify
+        # Proxy variables (HTTP(S)_PROXY, NO_PROXY, ...) and a netrc file are honoured when present; when
+        # there are none, requests' scan of the environment on every request (a large share of the cost of
+        # a small file) is skipped.
+        session.trust_env = self._trust_env
+        session.mount("https://", HTTPAdapter(pool_maxsize=4))
+        session.mount("http://", HTTPAdapter(pool_maxsize=4))
+        session.headers["User-Agent"] = "seeder/0.1"
+        session.headers["Accept-Encoding"] = "identity"
         return session
 
     def headers_for(self, url: str) -> dict[str, str]:
@@ -131,24 +158,27 @@ class Client:
             return {"Authorization": f"Bearer {self.net.token}"}
         return {}
 
-    def request(self, method: str, url: str, **kwargs) -> requests.Response:
+    def request(self, method: str, url: str, *, session: requests.Session | None = None,
+                **kwargs) -> requests.Response:
+        import requests
+
         self.net.check_url(url)
         headers = {**self.headers_for(url), **kwargs.pop("headers", {})}
         try:
-            return self.session.request(
-                method, url, headers=headers, timeout=(self.net.connect_timeout, self.net.read_timeout), **kwargs
+            return (session or self.session).request(
+                method, url, headers=headers, timeout=(self.net.connect_timeout, self.net.read_timeout),
+                verify=self._verify, **kwargs
             )
         except requests.exceptions.SSLError as e:
-            raise RemoteError(
-                f"TLS verification failed for {urlsplit(url).netloc}: {_reason(e)} "
-                "(set SEEDER_CA_BUNDLE to your CA bundle if a proxy re-signs traffic)"
-            ) from None
+            raise RemoteError(tls_failure(urlsplit(url).netloc, e)) from None
         except requests.exceptions.TooManyRedirects:
             raise RemoteError(f"too many redirects fetching {_safe(url)}") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
             raise TransientError(f"{type(e).__name__}: {_reason(e)}") from None
 
     def retrying(self, what: str, model: str, path: str | None = None) -> Retrying:
+        from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
         base = Retrying(
             retry=retry_if_exception_type(TransientError),
             stop=stop_after_attempt(self.net.retries),
@@ -168,6 +198,16 @@ class Client:
         return base.copy(wait=wait, before_sleep=before_sleep)
 
 
+def _environment_matters() -> bool:
+    """Whether requests' ``trust_env`` would change anything beyond the CA bundle: proxy variables, netrc."""
+    import urllib.request
+
+    if urllib.request.getproxies() or os.environ.get("NETRC"):
+        return True
+    home = os.path.expanduser("~")
+    return any(os.path.exists(os.path.join(home, name)) for name in (".netrc", "_netrc"))
+
+
 def _reason(exc: BaseException) -> str:
     # urllib3 nests the useful part several levels down; the last line of the chain is enough.
     text = str(exc.args[0] if exc.args else exc)
@@ -179,13 +219,18 @@ def _safe(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
+def is_transient(status: int) -> bool:
+    """Worth asking again: timeouts, too early, rate limits and every server error."""
+    return status in (408, 425, 429) or 500 <= status < 600
+
+
 def classify(resp: requests.Response, url: str) -> None:
     """Raise the right error for a non-success response."""
     status = resp.status_code
     if status < 400:
         return
     where = _safe(url)
-    if status in _RETRY_STATUS:
+    if is_transient(status):
         raise TransientError(f"HTTP {status} from {where}", _retry_after(resp.headers.get("Retry-After")))
     if status in (401, 403):
         raise RemoteError(f"HTTP {status} for {where}: gated or private: set HF_TOKEN (and accept the model's terms)")
@@ -201,11 +246,14 @@ def download(client: Client, urls: list[str], part: Path, file: LockedFile, prog
     A digest or size mismatch discards the partial and starts once more from
     scratch; a second mismatch is an :class:`IntegrityError`.
     """
+    from . import parts
+
     for attempt in (1, 2):
         try:
             return _download_any(client, urls, part, file, progress, model)
         except ContentMismatch as e:
             part.unlink(missing_ok=True)
+            parts.sidecar(part).unlink(missing_ok=True)
             if attempt == 2:
                 raise IntegrityError(f"{model}/{file.path}: {e} (size {file.size})") from None
             log.warning("checksum mismatch, downloading again", model=model, file=file.path, error=str(e))
@@ -213,9 +261,17 @@ def download(client: Client, urls: list[str], part: Path, file: LockedFile, prog
 
 
 def _download_any(client, urls, part, file, progress, model) -> Downloaded:
+    from . import parts
+
     last: RemoteError | None = None
     for url in urls:
         try:
+            if client.net.multipart(file.size):
+                try:
+                    # Retries per part inside; gives up (TransientError) only when one part runs out of them.
+                    return parts.download(client, url, part, file, progress, model)
+                except parts.NoRanges as e:
+                    log.info("server ignores Range: one stream", model=model, file=file.path, reason=str(e))
             for attempt in client.retrying("download", model, file.path):
                 with attempt:
                     return _download_once(client, url, part, file, progress)
@@ -234,6 +290,10 @@ def _download_once(client: Client, url: str, part: Path, file: LockedFile, progr
         have = part.stat().st_size
     except FileNotFoundError:
         have = 0
+    if have:
+        from . import parts
+
+        have = parts.adopt_prefix(part, file, have)  # a multi-part partial: keep its contiguous head
     if have > file.size:
         have = 0
     headers = {"Range": f"bytes={have}-"} if 0 < have else {}
@@ -268,6 +328,8 @@ def _range_start(resp: requests.Response) -> int | None:
 
 
 def _stream(resp, part: Path, start: int, file: LockedFile, hasher: Hasher, progress) -> int:
+    import requests
+
     fetched = 0
     try:
         fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o644)

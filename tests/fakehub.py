@@ -55,6 +55,7 @@ except ImportError:  # pragma: no cover
     TIOCOUTQ = None
 
 CHUNK = 1 << 20  # 1 MiB reads when streaming files from disk
+LINK_CHUNK = 256 << 10  # slot size on a shared throttled link: small, so many connections share it evenly
 LFS_SUFFIXES = (".safetensors", ".gguf", ".bin")
 LAST_MODIFIED = "2024-01-01T00:00:00.000Z"
 FAULT_KINDS = frozenset(
@@ -176,6 +177,8 @@ class RequestRecord:
     status: int | None = None
     bytes_sent: int = 0  # body bytes handed to the socket
     fault: str | None = None  # kind of the fault applied, if any
+    started: float = field(default_factory=time.monotonic)  # when the request arrived (time.monotonic)
+    finished: float | None = None  # when the response was written or abandoned
 
     @property
     def range(self) -> str | None:
@@ -338,6 +341,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             if self.rec is None or self.rec.status is None:
                 self._error(500, None, "fakehub internal error")
+        finally:
+            if self.rec is not None:
+                self.rec.finished = time.monotonic()
 
     def _take_fault(self, api: bool = False, kinds: frozenset[str] | None = None) -> Fault | None:
         assert self.rec is not None
@@ -631,11 +637,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, blob: Blob, start: int, end: int, fault: Fault | None) -> None:
         bps = self.hub.throttle_bps
+        link = self.hub.throttle_total_bps
         # Small chunks when throttled so the rate is smooth rather than bursty.
         chunk_size = max(1, min(CHUNK, bps // 20)) if bps else CHUNK
+        if link:
+            chunk_size = max(1, min(chunk_size, LINK_CHUNK, link // 50))
         flip = int(fault.params.get("offset", blob.size // 2)) if fault and fault.kind == "corrupt" else -1
+        if self.hub.zero_copy and blob.path is not None and not start <= flip < end:
+            self._sendfile(blob.path, start, end, chunk_size)
+            return
         t0, sent, pos = time.monotonic(), 0, start
         for chunk in blob.iter_range(start, end, chunk_size):
+            if link:
+                self._pace_link(len(chunk))
             if pos <= flip < pos + len(chunk):
                 mutable = bytearray(chunk)
                 mutable[flip - pos] ^= 0xFF
@@ -654,6 +668,50 @@ class _Handler(BaseHTTPRequestHandler):
                 delay = sent / bps - (time.monotonic() - t0)
                 if delay > 0 and self.hub._stopping.wait(delay):
                     self._reset()
+
+    def _pace_link(self, n: int) -> None:
+        """Wait for this chunk's slot on the shared link (``throttle_total_bps``, all responses together)."""
+        hub = self.hub
+        rate = hub.throttle_total_bps
+        if not rate:
+            return
+        with hub._link_lock:
+            now = time.monotonic()
+            slot = max(now, hub._link_next)
+            hub._link_next = slot + n / rate
+        if slot > now and hub._stopping.wait(slot - now):
+            self._reset()
+
+    def _sendfile(self, path: Path, start: int, end: int, chunk_size: int) -> None:
+        """Like the loop in :meth:`_send` for an on-disk blob, with ``sendfile`` (no copies through Python).
+
+        Pacing is per connection rather than per response: each chunk waits for its slot on the connection
+        (and on the link), so a keep-alive connection stays under the cap across responses, and nothing
+        waits after the last chunk of a response.
+        """
+        bps = self.hub.throttle_bps
+        pos = start
+        with open(path, "rb") as f:
+            while pos < end:
+                n = min(chunk_size, end - pos)
+                if bps:
+                    now = time.monotonic()
+                    slot = max(now, getattr(self, "_conn_next", 0.0))
+                    self._conn_next = slot + n / bps
+                    if slot > now and self.hub._stopping.wait(slot - now):
+                        self._reset()
+                self._pace_link(n)
+                if self.hub._stopping.is_set():
+                    self._reset()
+                try:
+                    n = self.connection.sendfile(f, pos, n)
+                except OSError:
+                    raise _Aborted from None
+                if n <= 0:  # file shrank under us; the client will see a short body
+                    return
+                pos += n
+                if self.rec is not None:
+                    self.rec.bytes_sent += n
 
     def _reset(self) -> None:
         """Abort the connection with a TCP RST (SO_LINGER 0, then close)."""
@@ -712,6 +770,10 @@ class FakeHub:
         self.require_token_everywhere = require_token_everywhere
         self.tree_page_size = tree_page_size
         self.throttle_bps: int | None = None  # cap on body bytes/s per response
+        self.throttle_total_bps: int | None = None  # cap on body bytes/s of all responses together (the "link")
+        self.zero_copy = False  # send on-disk files with sendfile (a benchmark server must not be the bottleneck)
+        self._link_lock = threading.Lock()
+        self._link_next = 0.0
         self._repos: dict[str, Repo] = {}
         self._files: dict[str, Blob] = {}
         self._blobs: dict[str, Blob] = {}  # by sha256, for the CDN
