@@ -43,7 +43,9 @@ SIDECAR_VERSION = 1
 READ = 256 << 10  # one network read per connection in flight: bounded memory
 HASH_BLOCK = 4 << 20
 MIN_PIECE = 1 << 20  # the smallest piece: of the first round, and near the end
-STEAL_MIN = 2 << 20  # an idle connection takes over half of a part that has at least twice this left
+STEAL_MIN = 2 << 20  # an idle connection takes over half of a part that has at least twice this left,
+STALLED = 1.0  # and that has not moved for this many seconds: each take-over costs the bytes the old
+# connection already had in flight, so a merely slower connection is left to finish its part
 SAVE_EVERY = 0.5  # seconds between sidecar writes
 FLUSH_EVERY = 0.25  # seconds between fdatasync calls that keep dirty pages (and the final fsync) small
 POLL = 0.05
@@ -127,11 +129,12 @@ class _Span:
     any ``mid >= claimed`` (it lowers ``end``), so the owner must re-read ``end`` before each write.
     """
 
-    __slots__ = ("start", "pos", "end", "claimed")
+    __slots__ = ("start", "pos", "end", "claimed", "moved")
 
     def __init__(self, start: int, end: int):
         self.start = self.pos = self.claimed = start
         self.end = end
+        self.moved = time.monotonic()
 
 
 class PartedDownload:
@@ -210,10 +213,15 @@ class PartedDownload:
     def _take(self) -> _Span | None:
         """The next piece in file order (so the hashed prefix keeps up), or half of the slowest one's rest."""
         with self.lock:
+            while not self.todo:
+                # Idle: wait for a part to stall (then take over half of it) or for all to finish.
+                if self.stop.is_set() or not self.active:
+                    return None
+                if (span := self._steal()) is not None:
+                    return span
+                self.changed.wait(STALLED / 4)
             if self.stop.is_set():
                 return None
-            if not self.todo:
-                return self._steal()
             head = self.todo[0]
             # The first round grows from 1/n of a piece to a whole one, so the connections finish their
             # pieces one after another, in file order: the hashed prefix then advances steadily, and little
@@ -234,7 +242,9 @@ class PartedDownload:
     def _steal(self) -> _Span | None:
         # Nothing left to hand out: split the part with the most left (the newest, or a slow or stalled
         # connection's), so all connections stay busy to the end.
-        victim = max(self.active, key=lambda s: (s.end - s.claimed, s.start), default=None)
+        stalled = time.monotonic() - STALLED
+        victim = max((s for s in self.active if s.moved < stalled), key=lambda s: (s.end - s.claimed, s.start),
+                     default=None)
         if victim is None or victim.end - victim.claimed < 2 * self.steal_min:
             return None
         mid = victim.claimed + (victim.end - victim.claimed) // 2
@@ -340,6 +350,7 @@ class PartedDownload:
                     _pwrite_all(self.fd, memoryview(chunk)[:n], span.pos, self.part)
                     with self.lock:
                         span.pos += n
+                        span.moved = time.monotonic()
                         self.fetched += n
                         self.progress.update(n)
                     if span.pos >= min(span.end, served) or self.stop.is_set():

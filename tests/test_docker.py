@@ -919,6 +919,11 @@ def test_export_image_then_load_runs_air_gapped(stack, tmp_path):
     digest, name = (tmp_path / "images.tar.zst.sha256").read_text().split()
     assert name == archive.name and digest == hashlib.sha256(archive.read_bytes()).hexdigest()
 
+    # Containers of earlier tests (the last `compose up` may still be up) would pin the images.
+    for image in (stack.app_image, stack.seeder_image):
+        ids = docker("ps", "-aq", "--filter", f"ancestor={image}").stdout.split()
+        if ids:
+            docker("rm", "-f", *ids)
     docker("rmi", stack.app_image, stack.seeder_image)
     assert docker("image", "inspect", stack.app_image, check=False).returncode != 0
     # What `zstd -dc images.tar.zst | docker load` does on the air-gapped host, streamed.
