@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -974,3 +975,44 @@ def test_ca_bundle_as_a_build_secret(engine, sid, tmp_path):
     history = docker("history", "--no-trunc", f"seeder-test-{sid}-tls").stdout
     assert (pki / "ca.pem").read_text().splitlines()[1] not in history
     docker("rmi", f"seeder-test-{sid}-tls", check=False)
+
+
+# ==================================================================================================
+# Day 2: an offline bundle imported inside the (hardened) seeder container
+# ==================================================================================================
+
+
+@docker_test
+def test_import_a_bundle_inside_the_seeder_container(stack, sid, hub, tmp_path):
+    from tests.conftest import blob as make_blob
+
+    data = make_blob(300_000, seed=int(sid, 16) % 1000)
+    hub.add_repo("org/bundled", {"model.safetensors": data, "config.json": b"{}"})
+    (tmp_path / "models.toml").write_text('[[models]]\nname = "bundled"\nrepo = "org/bundled"\n')
+    assert run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t"), hub=hub).code == 0
+    bundles = Path(tempfile.mkdtemp(prefix="seeder-bundles-"))  # readable by the container's user
+    try:
+        os.chmod(bundles, 0o755)
+        assert run_seeder("export", "-o", str(bundles / "models.tar.zst"), "-t", str(tmp_path / "t")).code == 0
+        raw = (bundles / "models.tar.zst").read_bytes()
+        (bundles / "cut.tar.zst").write_bytes(raw[: len(raw) // 2])
+        for f in bundles.iterdir():
+            os.chmod(f, 0o644)
+        volume = f"seeder-test-{sid}-import"
+        hardened = ["run", "--rm", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+                    "--security-opt", "no-new-privileges:true", "-v", f"{volume}:/models",
+                    "-v", f"{bundles}:/in:ro", stack.seeder_image]
+        try:
+            bad = docker(*hardened, "import", "/in/cut.tar.zst", check=False)
+            assert bad.returncode == 1 and "truncated or corrupt" in bad.stderr
+            docker(*hardened, "import", "/in/models.tar.zst")
+            docker(*hardened, "verify", "-m", "/nonexistent.toml")
+            assert volume_files(volume)["files"]["bundled/model.safetensors"][0] == sha256_bytes(data)
+        finally:
+            docker("volume", "rm", "-f", volume, check=False)
+    finally:
+        shutil.rmtree(bundles)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import blob, file_sha256, run_seeder, sha256
+from tests.conftest import blob, file_sha256, run_seeder, seeder_env, sha256
 
 COMMIT_RE = r"[0-9a-f]{40}"
 
@@ -403,3 +404,15 @@ def test_a_bad_environment_value_is_a_usage_error_or_ignored(variable, hub, tmp_
         assert run.code == 0, run  # cosmetic: falls back to the default
     else:
         assert run.code == 2 and variable in run.err
+
+
+def test_environment_equivalents_of_the_flags(hub, tmp_path):
+    hub.add_repo("org/emb", repo_files())
+    m = manifest(tmp_path / "conf.toml", hub)
+    env = seeder_env(hub.url, SEEDER_MANIFEST=str(m), SEEDER_TARGET=str(tmp_path / "t"),
+                     SEEDER_CACHE=str(tmp_path / "c"), SEEDER_LOG_FORMAT="json")
+    proc = subprocess.run([sys.executable, "-m", "seeder"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "t" / "embedding" / "config.json").exists() and (tmp_path / "conf.lock").exists()
+    assert len(list((tmp_path / "c" / "blobs").iterdir())) == 4
+    assert all(line.startswith("{") for line in proc.stderr.splitlines())
