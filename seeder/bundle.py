@@ -19,7 +19,7 @@ from .config import Network
 from .errors import IntegrityError, LockError, UsageError
 from .lock import Lock, LockedFile, parse
 from .seed import Installer, Summary
-from .store import Cache, Target, storage_error
+from .store import Cache, Target, copy_hashed, storage_error
 from .verify import installed_lock, verify
 
 LOCK_NAME, SUMS_NAME, PREFIX = "models.lock", "SHA256SUMS", "models/"
@@ -189,14 +189,8 @@ def _stage(tar, member, file: LockedFile | None, sums: dict[str, str], staging: 
     blob = staging.blob(file)
     part = staging.tmp / f"{file.digest}.part"
     hasher = Hasher(file)
-    source = tar.extractfile(member)
     try:
-        with open(part, "wb") as out:
-            while block := source.read(1 << 20):
-                hasher.update(block)
-                out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
+        copy_hashed(tar.extractfile(member), part, hasher)
         digest = hasher.check()
     except ContentMismatch as e:
         raise IntegrityError(f"{path}: {member.name}: {e}") from None

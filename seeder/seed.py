@@ -16,7 +16,8 @@ from .errors import IntegrityError, LockError, RemoteError, SeederError, Storage
 from .fmt import human_bytes
 from .lock import Lock, LockedFile, LockedModel
 from .manifest import Manifest
-from .store import Cache, Installed, Target, regular_or_absent, stamp, storage_error
+from .store import (Cache, Installed, Target, copy_hashed, regular_or_absent, stamp, storage_error,
+                    write_atomic)
 
 
 @dataclass
@@ -60,8 +61,6 @@ def obtain_lock(manifest: Manifest, target: Target, *, locked: bool, net: Networ
 
 
 def save_lock(lock: Lock, path: Path, target: Target | None) -> Path:
-    from .store import write_atomic
-
     try:
         write_atomic(path, lock.dumps())
         log.info("lock written", path=str(path))
@@ -280,12 +279,8 @@ class Installer:
                     sha256 = hash_file(tmp, file).check()
             except OSError:
                 hasher = Hasher(file)
-                with open(source, "rb") as src, open(tmp, "wb") as dst:
-                    while block := src.read(1 << 20):
-                        hasher.update(block)
-                        dst.write(block)
-                    dst.flush()
-                    os.fsync(dst.fileno())
+                with open(source, "rb") as src:
+                    copy_hashed(src, tmp, hasher)
                 sha256 = hasher.check()
             os.replace(tmp, final)
         except OSError as e:

@@ -26,6 +26,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 from . import failpoints
 from .errors import SeederError, StorageError, UsageError
@@ -54,6 +55,16 @@ def regular_or_absent(path: Path) -> None:
             path.unlink()
         except OSError as e:
             raise storage_error(e, "remove", path) from None
+
+
+def copy_hashed(source: BinaryIO, dest: Path, hasher) -> None:
+    """Copy a stream into a new file, feeding every block to ``hasher``, and make it durable."""
+    with open(dest, "wb") as out:
+        while block := source.read(1 << 20):
+            hasher.update(block)
+            out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def fsync_dir(path: Path) -> None:
