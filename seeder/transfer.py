@@ -200,9 +200,8 @@ class Client:
 
 def _environment_matters() -> bool:
     """Whether requests' ``trust_env`` would change anything beyond the CA bundle: proxy variables, netrc."""
-    import urllib.request
-
-    if urllib.request.getproxies() or os.environ.get("NETRC"):
+    # What urllib.request.getproxies() reads on Linux, without importing it (~25 ms) before the first byte.
+    if any(k.lower().endswith("_proxy") and v for k, v in os.environ.items()) or os.environ.get("NETRC"):
         return True
     home = os.path.expanduser("~")
     return any(os.path.exists(os.path.join(home, name)) for name in (".netrc", "_netrc"))
