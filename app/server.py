@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -33,21 +32,9 @@ def load_models(models_dir: Path) -> list[dict]:
             path = models_dir / model["name"] / file["path"]
             try:
                 file["header"] = describe(path)
-                if not file.get("sha256"):
-                    # seeder 0.1 records no sha256 for a small (non-LFS) file it copied from its --cache,
-                    # only the hub's git blob id: hash it here (small files only, so cheap).
-                    file["sha256"] = _sha256(path)
             except (BadModelFile, OSError) as e:
                 raise NotReady(f"cannot open {model['name']}/{file['path']}: {e}") from None
     return models
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_handler(models: list[dict]) -> type[BaseHTTPRequestHandler]:

@@ -28,9 +28,9 @@ def installed(models_dir: str | Path) -> list[dict]:
 
     out = []
     for name, record in sorted(Target(Path(models_dir)).read_state().items()):
-        entry = dict(record.entry)
+        entry = record.model.to_json()
         entry["installed_at"] = record.installed_at
-        entry["files"] = [{**f, "sha256": record.files.get(f["path"], {}).get("sha256") or f.get("sha256")}
+        entry["files"] = [{**f, "sha256": record.files[f["path"]].get("sha256") or f.get("sha256")}
                           for f in entry["files"]]
         out.append(entry)
     return out

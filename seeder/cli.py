@@ -263,8 +263,8 @@ def _refresh(args, net) -> int:
 def _status(args, net) -> int:
     import json
 
-    from . import lock as lockfile
     from . import manifest as manifests
+    from .seed import current_lock
     from .status import render_table, status, to_json
     from .store import Target
 
@@ -272,7 +272,7 @@ def _status(args, net) -> int:
     manifest = lock = None
     if Path(args.manifest).exists():
         manifest = manifests.load(Path(args.manifest))
-        lock = lockfile.read(lockfile.lock_path_for(manifest.path)) or lockfile.read(target.lock_copy)
+        lock = current_lock(manifest, target)
     rows = status(target, manifest, lock, deep=args.deep)
     print(json.dumps(to_json(rows), indent=2) if args.json else render_table(rows))
     return OK

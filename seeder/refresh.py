@@ -36,7 +36,7 @@ class ModelChange:
 def _files(record: Installed | None) -> dict[str, LockedFile]:
     if record is None:
         return {}
-    return {f["path"]: LockedFile(**f) for f in record.entry.get("files", [])}
+    return {f.path: f for f in record.model.files}
 
 
 def diff(state: dict[str, Installed], new: Lock, keep_removed: bool) -> list[ModelChange]:

@@ -34,13 +34,20 @@ class Summary:
                  bytes_reused=self.reused, seconds=round(self.seconds, 3), throughput=round(rate))
 
 
-def obtain_lock(manifest: Manifest, target: Target, *, locked: bool, net: Network | None,
-                client_factory=None) -> Lock:
-    """The lock to seed from: the manifest's own when it matches, else re-resolved (and written back)."""
+def current_lock(manifest: Manifest, target: Target) -> Lock | None:
+    """The lock beside the manifest or, where there is none, the one kept in the target's state."""
     path = lockfile.lock_path_for(manifest.path)
     current = lockfile.read(path)
     if current is None and not path.exists():
         current = lockfile.read(target.lock_copy)
+    return current
+
+
+def obtain_lock(manifest: Manifest, target: Target, *, locked: bool, net: Network | None,
+                client_factory=None) -> Lock:
+    """The lock to seed from: the manifest's own when it matches, else re-resolved (and written back)."""
+    path = lockfile.lock_path_for(manifest.path)
+    current = current_lock(manifest, target)
     if current is not None and current.matches(manifest):
         return current
     current = current or Lock(models=())
@@ -103,11 +110,11 @@ class Installer:
         """Digest -> a verified file of any installed version (and its sha256), so a refresh reuses it."""
         index = {}
         for record in self.state.values():
-            for entry in record.entry.get("files", []):
-                rec = record.files.get(entry["path"])
-                path = self.target.versions / record.name / record.version / entry["path"]
-                if rec and stamp(path) == tuple(rec["stamp"]):
-                    index[LockedFile(**entry).digest] = (path, rec.get("sha256"))
+            for file in record.model.files:
+                rec = record.files[file.path]
+                path = self.target.version_dir(record.model) / file.path
+                if stamp(path) == tuple(rec["stamp"]):
+                    index[file.digest] = (path, rec.get("sha256"))
         return index
 
     def _needs_fetch(self, file: LockedFile) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .fmt import human_bytes
-from .lock import Lock, model_from_json
+from .lock import Lock
 from .manifest import Manifest
 from .store import Target
 from .verify import verify
@@ -37,9 +37,9 @@ def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep
         if record is None or not target.visible(name).exists():
             rows.append(ModelStatus(name, MISSING))
             continue
-        installed = model_from_json(record.entry, target.state_file)
-        row = ModelStatus(name, COMPLETE, revision=record.entry.get("revision") or "url",
-                          commit=record.entry.get("commit"), files=len(installed.files),
+        installed = record.model
+        row = ModelStatus(name, COMPLETE, revision=installed.revision or "url",
+                          commit=installed.commit, files=len(installed.files),
                           bytes=installed.total_size, installed_at=record.installed_at)
         problems = verify(target, Lock(models=(installed,)), fast=not deep)
         if problems:

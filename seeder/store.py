@@ -19,7 +19,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 from contextlib import contextmanager, suppress
@@ -110,19 +109,23 @@ def lock_digest(lock: Lock) -> str:
 
 @dataclass
 class Installed:
-    """One model as recorded in the target's state."""
+    """One model as recorded in the target's state: the lock entry it installed, and per-file stamps."""
 
-    name: str
-    version: str
+    model: LockedModel
     installed_at: str
-    entry: dict
     files: dict[str, dict]
 
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
     def to_json(self) -> dict:
-        return {"version": self.version, "installed_at": self.installed_at, "entry": self.entry, "files": self.files}
-
-
-_VERSION = re.compile(r"[0-9a-f]{16}")
+        return {"version": self.version, "installed_at": self.installed_at, "entry": self.model.to_json(),
+                "files": self.files}
 
 
 def _installed(name: object, raw: object) -> Installed | None:
@@ -130,16 +133,16 @@ def _installed(name: object, raw: object) -> Installed | None:
     try:
         if not isinstance(name, str) or check_name(name) or not isinstance(raw, dict):
             return None
-        record = Installed(name=name, **raw)
-        model = model_from_json(record.entry, "state")
-        stamps_ok = all(isinstance(rec, dict) and isinstance(rec.get("stamp"), list) and len(rec["stamp"]) == 3
-                        for rec in record.files.values())
-        if model.name != name or not _VERSION.fullmatch(str(record.version)) or not stamps_ok:
+        model = model_from_json(raw.get("entry"), "state")
+        files = raw.get("files")
+        if model.name != name or raw.get("version") != model.version or not isinstance(files, dict):
             return None
-        if set(record.files) != {f.path for f in model.files}:
+        if set(files) != {f.path for f in model.files} or not all(
+                isinstance(rec, dict) and isinstance(rec.get("stamp"), list) and len(rec["stamp"]) == 3
+                for rec in files.values()):
             return None
-        return record
-    except (TypeError, AttributeError, SeederError):
+        return Installed(model=model, installed_at=str(raw.get("installed_at")), files=files)
+    except SeederError:
         return None
 
 
@@ -172,7 +175,7 @@ class Target:
 
     def intact(self, model: LockedModel, record: Installed | None) -> bool:
         """True when ``record`` installed exactly ``model`` and every file still carries its stamp."""
-        if record is None or record.version != model.version or record.entry != model.to_json():
+        if record is None or record.model != model:
             return False
         for file in model.files:
             rec = record.files.get(file.path)
@@ -231,7 +234,7 @@ class Target:
                 raise StorageError(f"{self.version_dir(model) / file.path} vanished during install")
             files[file.path] = {"stamp": list(st), "sha256": sha256s.get(file.path) or file.sha256}
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        return Installed(name=model.name, version=model.version, installed_at=now, entry=model.to_json(), files=files)
+        return Installed(model=model, installed_at=now, files=files)
 
     def publish(self, model: LockedModel) -> None:
         """Point ``<target>/<name>`` at the model's version directory, atomically."""

@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import lock as lockfile
 from .lock import Lock, LockedFile, LockedModel
 from .store import Target
 
@@ -26,9 +25,7 @@ class Problem:
 
 def installed_lock(target: Target) -> Lock:
     """The lock as recorded in the target itself: what an app container can check against."""
-    state = target.read_state()
-    return lockfile.parse({"version": lockfile.LOCK_VERSION, "models": [r.entry for r in state.values()]},
-                          target.state_file)
+    return Lock(models=tuple(record.model for record in target.read_state().values()))
 
 
 def _check_file(target: Target, model: LockedModel, file: LockedFile, fast: bool) -> Problem | None:

@@ -46,12 +46,17 @@ def _kill_at(point: str, args: list[str], hub) -> None:
     assert f"failpoint {point}".encode() in seen, seen.decode(errors="replace")[-2000:]
 
 
-@pytest.mark.parametrize("point", POINTS)
-def test_sigkill_during_a_first_seed(point, hub, tmp_path):
+def _repo_model(hub, tmp_path: Path) -> list[str]:
+    """The repo at V1 and a manifest for it; returns the seeder arguments for manifest and target."""
     hub.add_repo("org/m", V1)
     m = tmp_path / "models.toml"
     m.write_text('[[models]]\nname = "m"\nrepo = "org/m"\n')
-    args = ["-m", str(m), "-t", str(tmp_path / "t")]
+    return ["-m", str(m), "-t", str(tmp_path / "t")]
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_sigkill_during_a_first_seed(point, hub, tmp_path):
+    args = _repo_model(hub, tmp_path)
     _kill_at(point, args, hub)
     assert _digests(tmp_path / "t") in (None, {k: sha256(v) for k, v in V1.items()})
     run = run_seeder(*args, hub=hub)
@@ -62,10 +67,7 @@ def test_sigkill_during_a_first_seed(point, hub, tmp_path):
 
 @pytest.mark.parametrize("point", POINTS)
 def test_sigkill_during_a_refresh(point, hub, tmp_path):
-    hub.add_repo("org/m", V1)
-    m = tmp_path / "models.toml"
-    m.write_text('[[models]]\nname = "m"\nrepo = "org/m"\n')
-    args = ["-m", str(m), "-t", str(tmp_path / "t")]
+    args = _repo_model(hub, tmp_path)
     assert run_seeder(*args, hub=hub).code == 0
     hub.add_repo("org/m", V2)
     _kill_at(point, ["refresh", *args], hub)

