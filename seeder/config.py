@@ -151,7 +151,7 @@ def network_from_env(*, offline: bool, allow_http: bool, token_file: str | None,
         raise UsageError(f"HF_ENDPOINT={endpoint!r} is not an http(s) URL")
     offline = offline or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     ca_bundle = next(
-        (os.environ[v] for v in ("SEEDER_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE") if os.environ.get(v)),
+        (os.environ[v] for v in ("SEEDER_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE") if os.environ.get(v)),
         None,
     )
     net = Network(

@@ -6,6 +6,7 @@ endpoints, paging and auth conventions); URLs need at most one HEAD request.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
@@ -51,7 +52,9 @@ def follow_endpoint(url: str, net: Network) -> str:
     return urlunsplit((ep.scheme, ep.netloc, ep.path.rstrip("/") + parts.path, parts.query, ""))
 
 
+@functools.cache
 def _hub_api(net: Network):
+    """One API client per run: setting the client factory drops huggingface_hub's pooled connections."""
     # Read at import: keeps the client from calling home (an agent-detection fetch) from an init container.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import httpx2

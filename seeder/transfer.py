@@ -122,10 +122,6 @@ class Client:
         self.net = net
         self._local = threading.local()
         self._trust_env = _environment_matters()
-        # SEEDER_CA_BUNDLE, REQUESTS_CA_BUNDLE, SSL_CERT_FILE (see config), then CURL_CA_BUNDLE as requests
-        # itself would read it; given with every request, since a session-level setting loses to the
-        # environment in requests.
-        self._verify: str | bool = net.ca_bundle or os.environ.get("CURL_CA_BUNDLE") or True
 
     @property
     def session(self) -> requests.Session:
@@ -141,7 +137,7 @@ class Client:
 
         session = requests.Session()
         session.max_redirects = MAX_REDIRECTS
-        session.verify = self._verify
+        session.verify = self.net.verify
         # Proxy variables (HTTP(S)_PROXY, NO_PROXY, ...) and a netrc file are honoured when present; when
         # there are none, requests' scan of the environment on every request (a large share of the cost of
         # a small file) is skipped.
@@ -167,7 +163,8 @@ class Client:
         try:
             return (session or self.session).request(
                 method, url, headers=headers, timeout=(self.net.connect_timeout, self.net.read_timeout),
-                verify=self._verify, **kwargs
+                # per request too: a session-level setting loses to REQUESTS_CA_BUNDLE in the environment
+                verify=self.net.verify, **kwargs
             )
         except requests.exceptions.SSLError as e:
             raise RemoteError(tls_failure(urlsplit(url).netloc, e)) from None
