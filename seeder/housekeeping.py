@@ -9,7 +9,7 @@ from pathlib import Path
 from . import lock as lockfile
 from . import manifest as manifests
 from .errors import UsageError
-from .store import Cache
+from .store import Cache, file_lock
 
 
 @dataclass
@@ -51,8 +51,6 @@ def referenced(manifest_paths: list[Path]) -> set[str]:
 
 def prune(cache: Cache, keep: set[str], keep_days: float | None) -> Usage:
     """Delete unreferenced blobs (older than ``keep_days`` when given) and stale partials; returns what went."""
-    from filelock import FileLock
-
     removed = Usage()
     cutoff = time.time() - keep_days * 86400 if keep_days is not None else None
     for directory, is_blob in ((cache.blobs, True), (cache.tmp, False)):
@@ -66,9 +64,8 @@ def prune(cache: Cache, keep: set[str], keep_days: float | None) -> Usage:
                 continue
             if digest in keep or (cutoff is not None and st.st_mtime > cutoff):
                 continue
-            # The same per-blob lock a download holds, so nothing in flight is deleted. The lock file
-            # itself stays: removing it would let two processes hold "the" lock at once.
-            with FileLock(str(cache.locks / f"{digest}.lock")):
+            # The same per-blob lock a download holds, so nothing in flight is deleted.
+            with file_lock(cache.locks / f"{digest}.lock"):
                 entry.unlink(missing_ok=True)
             if is_blob:
                 removed.blobs, removed.bytes = removed.blobs + 1, removed.bytes + st.st_size

@@ -16,6 +16,7 @@ complete version or the other, and it resolves inside any container mount.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -33,6 +34,24 @@ from .lock import Lock, LockedFile, LockedModel, model_from_json
 from .paths import check_name
 
 STATE_VERSION = 1
+
+
+@contextmanager
+def file_lock(path: Path):
+    """Hold an exclusive ``flock`` on ``path`` (created if missing), waiting for it as long as it takes.
+
+    The kernel releases it when the process dies, so a killed seeder never leaves a stale lock. The
+    file itself stays: removing it would let two processes each hold "the" lock on different inodes.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise storage_error(e, "lock", path) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def storage_error(e: OSError, action: str, path: Path | str) -> StorageError:
@@ -216,10 +235,8 @@ class Target:
 
     @contextmanager
     def exclusive(self):
-        from filelock import FileLock
-
         self.ensure()
-        with FileLock(str(self.meta / "lock")):
+        with file_lock(self.meta / "lock"):
             yield
 
     def write_state(self, state: dict[str, Installed]) -> None:
@@ -304,12 +321,8 @@ class Cache:
         st = stamp(self.blob(file))
         return st is not None and st[0] == file.size
 
-    @contextmanager
     def exclusive(self, file: LockedFile):
-        from filelock import FileLock
-
-        with FileLock(str(self.locks / f"{file.digest}.lock")):
-            yield
+        return file_lock(self.locks / f"{file.digest}.lock")
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
