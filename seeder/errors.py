@@ -56,6 +56,14 @@ class StorageError(SeederError):
     exit_code = STORAGE
 
 
+class TransientError(Exception):
+    """Worth retrying: the connection broke, stalled, or the server asked us to come back."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def tls_failure(where: str, exc: BaseException) -> str:
     reason = str(exc).split("] ", 1)[-1][:200]
     return (f"TLS verification failed for {where}: {reason} "

@@ -32,9 +32,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-import requests
 
-from . import log, transfer
+from . import log, transfer, transport
 from .errors import RemoteError, SeederError, StorageError
 from .lock import LockedFile
 
@@ -288,7 +287,7 @@ class PartedDownload:
             with self.changed:
                 self.changed.notify_all()
 
-    def _fetch(self, session: requests.Session, span: _Span) -> None:
+    def _fetch(self, session: transport.Session, span: _Span) -> None:
         attempt = 0
         while span.pos < span.end:
             if self.stop.is_set():
@@ -313,9 +312,9 @@ class PartedDownload:
             if self.stop.wait(wait):
                 raise _Stopped
 
-    def _request(self, session: requests.Session, span: _Span) -> None:
+    def _request(self, session: transport.Session, span: _Span) -> None:
         url = self.effective or self.origin
-        resp = self.client.request("GET", url, headers={"Range": f"bytes={span.pos}-{span.end - 1}"}, stream=True,
+        resp = self.client.request("GET", url, headers={"Range": f"bytes={span.pos}-{span.end - 1}"},
                                    session=session)
         with resp:
             status = resp.status_code
@@ -335,7 +334,7 @@ class PartedDownload:
             if first != span.pos or last < first:
                 raise transfer.TransientError(f"server sent bytes {first}-{last} for a request of "
                                               f"{span.pos}-{span.end - 1}")
-            if resp.history and self.effective is None:
+            if resp.redirected and self.effective is None:
                 self.effective = resp.url
             if not self.ranges_ok.is_set():
                 with self.changed:  # wake the coordinator: it starts the other connections now
@@ -343,7 +342,7 @@ class PartedDownload:
                     self.changed.notify_all()
             served = last + 1  # never past what we asked for (so never past the file's end)
             try:
-                for chunk in resp.iter_content(READ):
+                for chunk in resp.chunks(READ):
                     with self.lock:  # another connection may have taken over the end of this part
                         n = max(0, min(len(chunk), span.end - span.pos, served - span.pos))
                         span.claimed = span.pos + n
@@ -355,9 +354,8 @@ class PartedDownload:
                         self.progress.update(n)
                     if span.pos >= min(span.end, served) or self.stop.is_set():
                         break  # an unread rest closes the connection: the next request opens another
-            except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.Timeout) as e:
-                raise transfer.TransientError(f"{type(e).__name__} at byte {span.pos}: {transfer._reason(e)}") from None
+            except transfer.TransientError as e:
+                raise transfer.TransientError(f"{e} at byte {span.pos}") from None
             if span.pos < min(span.end, served) and not self.stop.is_set():
                 raise transfer.TransientError(f"connection closed at byte {span.pos} of part "
                                               f"{span.start}-{span.end - 1}")

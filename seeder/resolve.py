@@ -13,11 +13,12 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 from . import log
 from .config import Network
-from .errors import ManifestError, RemoteError, UsageError, tls_failure
+from .errors import ManifestError, RemoteError, TransientError, UsageError, tls_failure
 from .lock import LockedFile, LockedModel
 from .manifest import Manifest, ModelSpec, RepoSource, UrlSource
 from .paths import check_relpath
-from .transfer import MAX_REDIRECTS, Client, TransientError, classify, is_transient
+from .transfer import Client, classify, is_transient
+from .transport import MAX_REDIRECTS
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_FILE_SIZE = 1 << 44  # 16 TiB: anything larger is a broken server, not a model

@@ -5,8 +5,8 @@ multi-part download, the byte ranges its sidecar records: see
 :mod:`seeder.parts`); the caller renames it into place after :func:`download`
 returns, which happens only once size and digest are right.
 
-requests and tenacity are imported on first use: ``seeder verify`` needs only
-:func:`hash_file` from here, and a warm run needs nothing.
+tenacity is imported on first use: ``seeder verify`` needs only :func:`hash_file`
+from here, and a warm run needs nothing. HTTP itself is :mod:`seeder.transport`.
 """
 
 from __future__ import annotations
@@ -19,29 +19,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
-from . import log
+from . import log, transport
 from .config import Network
-from .errors import IntegrityError, RemoteError, StorageError, tls_failure
+from .errors import IntegrityError, RemoteError, StorageError, TransientError
 from .lock import LockedFile
+from .transport import Response, safe as _safe
 
 if TYPE_CHECKING:
-    import requests
     from tenacity import Retrying
 
 CHUNK = 1 << 20
 NET_CHUNK = 1 << 16  # a read that fails loses its partial chunk, so keep network reads small
-MAX_REDIRECTS = 10
 RETRY_AFTER_MAX = 120.0  # a server asking for longer gets this; it is still a retry, not a hang
-
-
-class TransientError(Exception):
-    """Worth retrying: the connection broke, stalled, or the server asked us to come back."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class ContentMismatch(Exception):
@@ -116,62 +106,27 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class Client:
-    """One per run; each thread gets its own pooled session so connections are reused."""
+    """One per run; each thread gets its own session so connections are reused."""
 
     def __init__(self, net: Network):
         self.net = net
         self._local = threading.local()
-        self._trust_env = _environment_matters()
+        self._proxied = transport.environment_matters()
 
     @property
-    def session(self) -> requests.Session:
+    def session(self) -> transport.Session:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = self.new_session()
         return session
 
-    def new_session(self) -> requests.Session:
+    def new_session(self) -> transport.Session:
         """A session of its own (one keep-alive connection per host), e.g. for one part worker."""
-        import requests
-        from requests.adapters import HTTPAdapter
+        return transport.new_session(self.net, self._proxied)
 
-        session = requests.Session()
-        session.max_redirects = MAX_REDIRECTS
-        session.verify = self.net.verify
-        # Proxy variables (HTTP(S)_PROXY, NO_PROXY, ...) and a netrc file are honoured when present; when
-        # there are none, requests' scan of the environment on every request (a large share of the cost of
-        # a small file) is skipped.
-        session.trust_env = self._trust_env
-        session.mount("https://", HTTPAdapter(pool_maxsize=4))
-        session.mount("http://", HTTPAdapter(pool_maxsize=4))
-        session.headers["User-Agent"] = "seeder/0.1"
-        session.headers["Accept-Encoding"] = "identity"
-        return session
-
-    def headers_for(self, url: str) -> dict[str, str]:
-        # The token only ever goes to the hub's own host; requests also drops it on a cross-host redirect.
-        if self.net.token and urlsplit(url).netloc == self.net.hub_netloc:
-            return {"Authorization": f"Bearer {self.net.token}"}
-        return {}
-
-    def request(self, method: str, url: str, *, session: requests.Session | None = None,
-                **kwargs) -> requests.Response:
-        import requests
-
-        self.net.check_url(url)
-        headers = {**self.headers_for(url), **kwargs.pop("headers", {})}
-        try:
-            return (session or self.session).request(
-                method, url, headers=headers, timeout=(self.net.connect_timeout, self.net.read_timeout),
-                # per request too: a session-level setting loses to REQUESTS_CA_BUNDLE in the environment
-                verify=self.net.verify, **kwargs
-            )
-        except requests.exceptions.SSLError as e:
-            raise RemoteError(tls_failure(urlsplit(url).netloc, e)) from None
-        except requests.exceptions.TooManyRedirects:
-            raise RemoteError(f"too many redirects fetching {_safe(url)}") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-            raise TransientError(f"{type(e).__name__}: {_reason(e)}") from None
+    def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
+                session: transport.Session | None = None, allow_redirects: bool = True) -> Response:
+        return (session or self.session).request(method, url, headers or {}, allow_redirects=allow_redirects)
 
     def retrying(self, what: str, model: str, path: str | None = None) -> Retrying:
         from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -195,32 +150,12 @@ class Client:
         return base.copy(wait=wait, before_sleep=before_sleep)
 
 
-def _environment_matters() -> bool:
-    """Whether requests' ``trust_env`` would change anything beyond the CA bundle: proxy variables, netrc."""
-    # What urllib.request.getproxies() reads on Linux, without importing it (~25 ms) before the first byte.
-    if any(k.lower().endswith("_proxy") and v for k, v in os.environ.items()) or os.environ.get("NETRC"):
-        return True
-    home = os.path.expanduser("~")
-    return any(os.path.exists(os.path.join(home, name)) for name in (".netrc", "_netrc"))
-
-
-def _reason(exc: BaseException) -> str:
-    # urllib3 nests the useful part several levels down; the last line of the chain is enough.
-    text = str(exc.args[0] if exc.args else exc)
-    return text.split(": ", 1)[-1][:200]
-
-
-def _safe(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
-
-
 def is_transient(status: int) -> bool:
     """Worth asking again: timeouts, too early, rate limits and every server error."""
     return status in (408, 425, 429) or 500 <= status < 600
 
 
-def classify(resp: requests.Response, url: str) -> None:
+def classify(resp: Response, url: str) -> None:
     """Raise the right error for a non-success response."""
     status = resp.status_code
     if status < 400:
@@ -297,7 +232,7 @@ def _download_once(client: Client, url: str, part: Path, file: LockedFile, progr
         # A complete partial from a run killed before the rename: just check it.
         progress.resumed_at(have)
         return Downloaded(sha256=hash_file(part, file).check(), fetched=0)
-    resp = client.request("GET", url, headers=headers, stream=True)
+    resp = client.request("GET", url, headers=headers)
     with resp:
         if (resp.status_code == 416 and have) or (resp.status_code == 206 and _range_start(resp) != have):
             part.unlink(missing_ok=True)  # our partial does not fit what the server has now
@@ -315,7 +250,7 @@ def _download_once(client: Client, url: str, part: Path, file: LockedFile, progr
     return Downloaded(sha256=hasher.check(), fetched=fetched)
 
 
-def _range_start(resp: requests.Response) -> int | None:
+def _range_start(resp: Response) -> int | None:
     value = resp.headers.get("Content-Range", "")
     try:
         return int(value.split()[1].split("-")[0])
@@ -324,8 +259,6 @@ def _range_start(resp: requests.Response) -> int | None:
 
 
 def _stream(resp, part: Path, start: int, file: LockedFile, hasher: Hasher, progress) -> int:
-    import requests
-
     fetched = 0
     try:
         fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -335,17 +268,16 @@ def _stream(resp, part: Path, start: int, file: LockedFile, hasher: Hasher, prog
         os.ftruncate(fd, start)
         os.lseek(fd, start, os.SEEK_SET)
         try:
-            for chunk in resp.iter_content(NET_CHUNK):
+            for chunk in resp.chunks(NET_CHUNK):
                 if start + fetched + len(chunk) > file.size:
                     raise ContentMismatch(f"server sent more than the expected {file.size} bytes")
                 _write_all(fd, chunk, part)
                 hasher.update(chunk)
                 fetched += len(chunk)
                 progress.update(len(chunk))
-        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.Timeout) as e:
+        except TransientError as e:
             # Keep what arrived: the retry resumes from here with a Range request.
-            raise TransientError(f"{type(e).__name__} after {start + fetched} bytes: {_reason(e)}") from None
+            raise TransientError(f"{e} after {start + fetched} bytes") from None
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -89,6 +89,11 @@ class _Hostile(BaseHTTPRequestHandler):
             self.send_header("Location", f"/loop/{n + 1}")
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif self.path.startswith("/downgrade"):
+            self.send_response(302)  # to a host that is not local: plain http there is refused, not fetched
+            self.send_header("Location", "http://models.example.invalid/x")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         else:
             self._json({"error": "nope"}, 404)
 
@@ -136,6 +141,17 @@ def test_redirect_loops_are_bounded(hostile, tmp_path):
         f'[[models]]\nname = "m"\nurl = "{hostile}/loop/0"\nsha256 = "{"0" * 64}"\nsize = 10\nfilename = "x"\n')
     run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t"))
     assert run.code == 3 and "too many redirects" in run.err
+
+
+@pytest.mark.parametrize("proxied", [False, True], ids=["http.client", "requests"])
+def test_a_redirect_to_plain_http_is_refused(proxied, hostile, tmp_path):
+    (tmp_path / "models.toml").write_text(
+        f'[[models]]\nname = "m"\nurl = "{hostile}/downgrade"\nsha256 = "{"0" * 64}"\nsize = 10\nfilename = "x"\n')
+    # NO_PROXY keeps requests from actually using the (absent) proxy; its presence is what selects requests.
+    extra = {"HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "*"} if proxied else {}
+    run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t"), **extra)
+    assert run.code == 3, run
+    assert "refusing plain http:// for models.example.invalid" in run.err and "redirected" in run.err
 
 
 def test_missing_hub_headers_on_a_hub_url_without_sha256_exits_2(hub, tmp_path):

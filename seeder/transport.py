@@ -1,0 +1,279 @@
+"""HTTP for file bytes: GET and HEAD with keep-alive, redirects, timeouts and verified TLS.
+
+Downloads go over the standard library's ``http.client``: importing requests
+takes ~70 ms, which was most of a cold run's time before its first byte, and a
+file download needs little of it. When the environment has proxy variables or a
+netrc file, :func:`new_session` returns a requests session instead, which
+implements those. Either way callers get a :class:`Response`, and a connection
+that breaks mid-body surfaces as :class:`~seeder.errors.TransientError`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import ssl
+from collections.abc import Iterator, Mapping
+from functools import cache
+from urllib.parse import urljoin, urlsplit
+
+from .config import Network
+from .errors import RemoteError, TransientError, UsageError, tls_failure
+
+MAX_REDIRECTS = 10
+REDIRECTS = (301, 302, 303, 307, 308)
+DRAIN_MAX = 64 << 10  # a redirect's body up to this size is read so its connection can be reused
+USER_AGENT = "seeder/0.1"
+
+
+class Response:
+    """Status, headers and a streamed body; closing it before the body ends drops the connection."""
+
+    def __init__(self, status_code: int, headers: Mapping[str, str], url: str, redirected: bool):
+        self.status_code = status_code
+        self.headers = headers
+        self.url = url
+        """Where the response came from, after redirects."""
+        self.redirected = redirected
+
+    @property
+    def is_redirect(self) -> bool:
+        return self.status_code in REDIRECTS and "Location" in self.headers
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def safe(url: str) -> str:
+    """``url`` without query and fragment (signed CDN URLs carry credentials there)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def environment_matters() -> bool:
+    """Whether proxy variables or a netrc file are present: then requests does the transport."""
+    # What urllib.request.getproxies() reads on Linux, without importing it (~25 ms) before the first byte.
+    if any(k.lower().endswith("_proxy") and v for k, v in os.environ.items()) or os.environ.get("NETRC"):
+        return True
+    home = os.path.expanduser("~")
+    return any(os.path.exists(os.path.join(home, name)) for name in (".netrc", "_netrc"))
+
+
+def new_session(net: Network, proxied: bool) -> Session | RequestsSession:
+    return RequestsSession(net) if proxied else Session(net)
+
+
+# -- http.client ---------------------------------------------------------------------------------------
+
+
+@cache
+def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    if ca_bundle and os.path.isdir(ca_bundle):
+        return ssl.create_default_context(capath=ca_bundle)
+    if not ca_bundle:
+        import certifi  # requests' and huggingface_hub's default trust store, so all agree
+
+        ca_bundle = certifi.where()
+    return ssl.create_default_context(cafile=ca_bundle)
+
+
+class _Body(Response):
+    def __init__(self, resp: http.client.HTTPResponse, conn: http.client.HTTPConnection, url: str, redirected: bool):
+        super().__init__(resp.status, resp.headers, url, redirected)
+        self._resp, self._conn = resp, conn
+        self._closed = False
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        while True:
+            try:
+                data = self._resp.read(size)
+            except (OSError, http.client.HTTPException) as e:
+                raise TransientError(f"{type(e).__name__}: {_reason(e)}") from None
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        resp = self._resp
+        if not resp.isclosed() and resp.length is not None and resp.length <= DRAIN_MAX:
+            try:
+                resp.read()
+            except (OSError, http.client.HTTPException):
+                pass
+        if not resp.isclosed() or resp.will_close:
+            self._conn.close()  # the rest of the body is still on the wire: this connection is done
+
+
+class Session:
+    """One thread's keep-alive connections, one per scheme, host and port."""
+
+    def __init__(self, net: Network):
+        self.net = net
+        self._conns: dict[tuple[str, str, int | None], http.client.HTTPConnection] = {}
+        self._last: dict[tuple[str, str, int | None], _Body] = {}
+
+    def request(self, method: str, url: str, headers: Mapping[str, str], allow_redirects: bool = True) -> Response:
+        redirected = False
+        for _ in range(MAX_REDIRECTS + 1):
+            if redirected:
+                _check_redirect(self.net, url)
+            else:
+                self.net.check_url(url)
+            resp, conn = self._send(method, url, {**self._auth(url), **headers})
+            body = self._last[_key(urlsplit(url))] = _Body(resp, conn, url, redirected)
+            if not (allow_redirects and resp.status in REDIRECTS and resp.headers.get("Location")):
+                return body
+            location = resp.headers["Location"]
+            body.close()
+            url, redirected = urljoin(url, location), True
+            if resp.status == 303:
+                method = "GET" if method != "HEAD" else method
+        raise RemoteError(f"too many redirects fetching {safe(url)}")
+
+    def _auth(self, url: str) -> dict[str, str]:
+        # The token goes to the hub's own host only, so a redirect to a CDN or elsewhere never carries it.
+        if self.net.token and urlsplit(url).netloc == self.net.hub_netloc:
+            return {"Authorization": f"Bearer {self.net.token}"}
+        return {}
+
+    def _send(self, method: str, url: str, headers: dict[str, str]):
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
+        for reused in (True, False):
+            conn = self._connection(parts, fresh=not reused)
+            was_open = conn.sock is not None
+            try:
+                if not was_open:
+                    conn.connect()
+                    conn.sock.settimeout(self.net.read_timeout)
+                conn.request(method, target, headers=headers)
+                return conn.getresponse(), conn
+            except ssl.SSLCertVerificationError as e:
+                conn.close()
+                raise RemoteError(tls_failure(parts.netloc, e)) from None
+            except ssl.SSLError as e:
+                conn.close()
+                if was_open:
+                    continue
+                raise RemoteError(tls_failure(parts.netloc, e)) from None
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                # A kept-alive connection the server has since closed: one more try on a new one.
+                if was_open and isinstance(e, (ConnectionError, http.client.RemoteDisconnected)):
+                    continue
+                raise TransientError(f"{type(e).__name__}: {_reason(e)}") from None
+        raise AssertionError("unreachable")
+
+    def _connection(self, parts, fresh: bool) -> http.client.HTTPConnection:
+        key = _key(parts)
+        if (previous := self._last.pop(key, None)) is not None:
+            previous.close()  # a caller that left a body unread: http.client can't send until it's gone
+        conn = self._conns.get(key)
+        if conn is None or fresh:
+            if conn is not None:
+                conn.close()
+            timeout = self.net.connect_timeout
+            if parts.scheme == "https":
+                conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+                                                   context=_tls_context(self.net.ca_bundle))
+            else:
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+            self._conns[key] = conn
+        return conn
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+
+def _check_redirect(net: Network, url: str) -> None:
+    try:
+        net.check_url(url)  # a redirect must not downgrade to plain http either
+    except UsageError as e:
+        raise RemoteError(f"redirected to {safe(url)}: {e}") from None
+
+
+def _key(parts) -> tuple[str, str, int | None]:
+    return parts.scheme, parts.hostname or "", parts.port
+
+
+def _reason(exc: BaseException) -> str:
+    # urllib3 nests the useful part several levels down; the last line of the chain is enough.
+    text = str(exc.args[0] if exc.args else exc) or type(exc).__name__
+    return text.split(": ", 1)[-1][:200]
+
+
+# -- requests, for proxies and netrc ---------------------------------------------------------------------
+
+
+class _RequestsBody(Response):
+    def __init__(self, resp):
+        super().__init__(resp.status_code, resp.headers, resp.url, bool(resp.history))
+        self._resp = resp
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        import requests
+
+        try:
+            yield from self._resp.iter_content(size)
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.Timeout) as e:
+            raise TransientError(f"{type(e).__name__}: {_reason(e)}") from None
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+class RequestsSession:
+    """The same interface on requests, which reads proxy variables (HTTP(S)_PROXY, NO_PROXY) and netrc."""
+
+    def __init__(self, net: Network):
+        import requests
+
+        class Checked(requests.Session):
+            def rebuild_auth(self, prepared_request, response):  # called before each redirect is followed
+                _check_redirect(net, prepared_request.url)
+                super().rebuild_auth(prepared_request, response)
+
+        self.net = net
+        self._session = Checked()
+        self._session.max_redirects = MAX_REDIRECTS
+        self._session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+
+    def request(self, method: str, url: str, headers: Mapping[str, str], allow_redirects: bool = True) -> Response:
+        import requests
+
+        self.net.check_url(url)
+        if self.net.token and urlsplit(url).netloc == self.net.hub_netloc:
+            headers = {"Authorization": f"Bearer {self.net.token}", **headers}  # requests drops it on a new host
+        try:
+            resp = self._session.request(
+                method, url, headers=headers, stream=True, allow_redirects=allow_redirects,
+                timeout=(self.net.connect_timeout, self.net.read_timeout),
+                # per request: a session-level setting loses to REQUESTS_CA_BUNDLE in the environment
+                verify=self.net.verify,
+            )
+        except requests.exceptions.SSLError as e:
+            raise RemoteError(tls_failure(urlsplit(url).netloc, e)) from None
+        except requests.exceptions.TooManyRedirects:
+            raise RemoteError(f"too many redirects fetching {safe(url)}") from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+            raise TransientError(f"{type(e).__name__}: {_reason(e)}") from None
+        return _RequestsBody(resp)
+
+    def close(self) -> None:
+        self._session.close()
