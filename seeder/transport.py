@@ -138,8 +138,8 @@ class Session:
             location = resp.headers["Location"]
             body.close()
             url, redirected = urljoin(url, location), True
-            if resp.status == 303:
-                method = "GET" if method != "HEAD" else method
+            if resp.status == 303 and method != "HEAD":
+                method = "GET"
         raise RemoteError(f"too many redirects fetching {safe(url)}")
 
     def _auth(self, url: str) -> dict[str, str]:
@@ -152,8 +152,8 @@ class Session:
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
-        for reused in (True, False):
-            conn = self._connection(parts, fresh=not reused)
+        for fresh in (False, True):
+            conn = self._connection(parts, fresh=fresh)
             was_open = conn.sock is not None
             try:
                 if not was_open:
@@ -212,7 +212,7 @@ def _key(parts) -> tuple[str, str, int | None]:
 
 
 def _reason(exc: BaseException) -> str:
-    # urllib3 nests the useful part several levels down; the last line of the chain is enough.
+    # requests (urllib3) nests the useful part several levels down; the last line of the chain is enough.
     text = str(exc.args[0] if exc.args else exc) or type(exc).__name__
     return text.split(": ", 1)[-1][:200]
 
