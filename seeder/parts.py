@@ -32,7 +32,6 @@ import time
 from collections import deque
 from pathlib import Path
 
-
 from . import log, transfer, transport
 from .errors import RemoteError, SeederError, StorageError
 from .lock import LockedFile
@@ -287,7 +286,7 @@ class PartedDownload:
             with self.changed:
                 self.changed.notify_all()
 
-    def _fetch(self, session: transport.Session, span: _Span) -> None:
+    def _fetch(self, session: transport.AnySession, span: _Span) -> None:
         attempt = 0
         while span.pos < span.end:
             if self.stop.is_set():
@@ -312,7 +311,7 @@ class PartedDownload:
             if self.stop.wait(wait):
                 raise _Stopped
 
-    def _request(self, session: transport.Session, span: _Span) -> None:
+    def _request(self, session: transport.AnySession, span: _Span) -> None:
         url = self.effective or self.origin
         resp = self.client.request("GET", url, headers={"Range": f"bytes={span.pos}-{span.end - 1}"},
                                    session=session)

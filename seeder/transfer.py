@@ -114,18 +114,18 @@ class Client:
         self._proxied = transport.environment_matters()
 
     @property
-    def session(self) -> transport.Session:
+    def session(self) -> transport.AnySession:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = self.new_session()
         return session
 
-    def new_session(self) -> transport.Session:
+    def new_session(self) -> transport.AnySession:
         """A session of its own (one keep-alive connection per host), e.g. for one part worker."""
         return transport.new_session(self.net, self._proxied)
 
     def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
-                session: transport.Session | None = None, allow_redirects: bool = True) -> Response:
+                session: transport.AnySession | None = None, allow_redirects: bool = True) -> Response:
         return (session or self.session).request(method, url, headers or {}, allow_redirects=allow_redirects)
 
     def retrying(self, what: str, model: str, path: str | None = None) -> Retrying:

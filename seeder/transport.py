@@ -68,7 +68,7 @@ def environment_matters() -> bool:
     return any(os.path.exists(os.path.join(home, name)) for name in (".netrc", "_netrc"))
 
 
-def new_session(net: Network, proxied: bool) -> Session | RequestsSession:
+def new_session(net: Network, proxied: bool) -> AnySession:
     return RequestsSession(net) if proxied else Session(net)
 
 
@@ -277,3 +277,6 @@ class RequestsSession:
 
     def close(self) -> None:
         self._session.close()
+
+
+AnySession = Session | RequestsSession

@@ -79,3 +79,13 @@ def test_verify_and_the_app_check_need_no_network_stack(seeded, hub):
     result = _probe(API, str(target), hub=hub)
     assert result["rc"] == 0 and result["heavy"] == []  # seeder.check(): no problems, nothing heavy
     assert hub.requests == []
+
+
+def test_a_cold_run_with_a_lock_downloads_without_requests_or_the_hub_client(seeded, hub, tmp_path):
+    # requests' import was most of a cold run's start-up: downloads go over http.client unless a proxy is set.
+    m, _ = seeded
+    hub.clear_log()
+    result = _probe(CLI, "-m", str(m), "-t", str(tmp_path / "fresh"), "--log-format", "json", hub=hub)
+    assert result["rc"] == 0
+    assert [r for r in hub.requests if r.kind != "api"], "expected downloads"
+    assert not {"requests", "urllib3", "huggingface_hub", "httpx", "httpx2"} & set(result["heavy"]), result["heavy"]
