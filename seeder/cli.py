@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
 from . import __version__, log
 from .fmt import human_bytes
-from .errors import EXIT_CODES_HELP, INTERNAL, OK, INTEGRITY, SeederError, StorageError, UsageError
+from .errors import (EXIT_CODES_HELP, INTEGRITY, INTERNAL, INTERRUPTED, OK, TERMINATED, SeederError, StorageError,
+                     Terminated, UsageError)
 
 COMMANDS = ("seed", "verify", "lock", "refresh", "status", "export", "import", "export-image", "cache")
 
@@ -151,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = _normalise(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     log.configure(args.log_format, -1 if args.quiet else (1 if args.verbose else 0))
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         net = _network(args)
         log.configure(args.log_format, -1 if args.quiet else (1 if args.verbose else 0), secrets=(net.token or "",))
@@ -166,9 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     except SeederError as e:
         log.error(log.redact(str(e)), exit_code=e.exit_code)
         return e.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted", exit_code=130)
-        return 130
+    except KeyboardInterrupt as e:
+        code = TERMINATED if isinstance(e, Terminated) else INTERRUPTED
+        log.error("interrupted: what arrived is kept, and the next run resumes it", exit_code=code)
+        # Exit now rather than wait for the transfers in flight: every partial on disk is consistent at
+        # any instant (the SIGKILL tests hold it to that), so there is nothing to finish first.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     except OSError as e:
         err = StorageError(f"{e.filename or ''}: {e.strerror or e}")
         log.error(log.redact(str(err)), exit_code=err.exit_code)
@@ -181,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error(log.redact(f"internal error: {type(e).__name__}: {e} (please report; -v shows the trace)"),
                   exit_code=INTERNAL)
         return INTERNAL
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
 
 
 def _network(args):

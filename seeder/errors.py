@@ -8,6 +8,8 @@ USAGE = 2
 REMOTE = 3
 STORAGE = 4
 INTERNAL = 70
+INTERRUPTED = 130  # 128 + SIGINT
+TERMINATED = 143  # 128 + SIGTERM
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -17,7 +19,13 @@ exit codes:
   3   remote failure after retries (network, HTTP error, auth, not found),
       or --offline with files missing
   4   local storage failure (disk full, permission denied, read-only)
-  70  internal error (a bug: please report it)"""
+  70  internal error (a bug: please report it)
+  130 interrupted (Ctrl-C); 143 terminated (SIGTERM, docker stop): what arrived
+      is kept and the next run resumes it"""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, as ``docker stop`` sends it: handled like Ctrl-C."""
 
 
 class SeederError(Exception):

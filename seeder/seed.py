@@ -137,18 +137,23 @@ class Installer:
         progress = log.Progress(sum(f.size for m, f in missing))
         errors: list[SeederError] = []
         failed_models: set[str] = set()
+        pool = ThreadPoolExecutor(max_workers=max(1, self.jobs))
         try:
-            with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
-                futures = {pool.submit(self._place, m, f, have, progress): (m, f) for m, f, have in todo}
-                for future, (model, _) in futures.items():
-                    try:
-                        future.result()
-                    except SeederError as e:
-                        errors.append(e)
-                        failed_models.add(model.name)
-                    except OSError as e:
-                        errors.append(storage_error(e, "write", self.target.root))
-                        failed_models.add(model.name)
+            futures = {pool.submit(self._place, m, f, have, progress): (m, f) for m, f, have in todo}
+            for future, (model, _) in futures.items():
+                try:
+                    future.result()
+                except SeederError as e:
+                    errors.append(e)
+                    failed_models.add(model.name)
+                except OSError as e:
+                    errors.append(storage_error(e, "write", self.target.root))
+                    failed_models.add(model.name)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: don't wait for the downloads in flight
+            raise
+        else:
+            pool.shutdown()
         finally:
             progress.close()
 

@@ -78,3 +78,36 @@ def test_sigkill_during_a_refresh(point, hub, tmp_path):
     assert _digests(tmp_path / "t") == versions[1]
     assert run_seeder("--verify", *args, hub=hub).code == 0
     assert len(list((tmp_path / "t" / ".seeder" / "versions" / "m").iterdir())) == 1
+
+
+@pytest.mark.parametrize("connections", ["1", "4"], ids=["one-stream", "parts"])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_downloads_at_once_and_the_next_run_resumes(sig, code, connections, hub, tmp_path):
+    data = blob(8_000_000, seed=41)
+    url = hub.add_file("big.bin", data)
+    m = tmp_path / "models.toml"
+    m.write_text(f'[[models]]\nname = "x"\nurl = "{url}"\nsha256 = "{sha256(data)}"\nsize = {len(data)}\n')
+    args = ["-m", str(m), "-t", str(tmp_path / "t")]
+    hub.throttle_bps = 500_000  # per connection: the whole file would take seconds
+    env = seeder_env(hub.url, SEEDER_CONNECTIONS=connections, SEEDER_PART_SIZE=str(1 << 20),
+                     SEEDER_MULTIPART_MIN=str(1 << 20))
+    proc = subprocess.Popen([sys.executable, "-m", "seeder", *args, "--log-format", "json"], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    # Past the first save of the parts' sidecar (every 0.5 s): what it records is what a rerun keeps.
+    started, deadline = time.monotonic(), time.monotonic() + 30
+    while (hub.body_bytes() < 1_000_000 or time.monotonic() - started < 1.5) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert time.monotonic() - sent < 2, "waited for the downloads in flight"
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (tmp_path / "t" / "x").exists()
+
+    hub.throttle_bps = None
+    before = hub.body_bytes()
+    run = run_seeder(*args, hub=hub)
+    assert run.code == 0, run
+    assert (tmp_path / "t" / "x" / "big.bin").read_bytes() == data
+    assert hub.body_bytes() - before < len(data)  # resumed, not started over
