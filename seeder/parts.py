@@ -45,7 +45,7 @@ STEAL_MIN = 2 << 20  # an idle connection takes over half of a part that has at 
 STALLED = 1.0  # and that has not moved for this many seconds: each take-over costs the bytes the old
 # connection already had in flight, so a merely slower connection is left to finish its part
 SAVE_EVERY = 0.5  # seconds between sidecar writes
-FLUSH_EVERY = 0.25  # seconds between fdatasync calls that keep dirty pages (and the final fsync) small
+FLUSH_EVERY = 0.1  # seconds between fdatasync calls that keep dirty pages (and the final fsync) small
 POLL = 0.05
 TAIL = 2  # near the end, pieces shrink to 1/(TAIL × connections) of what is left
 
