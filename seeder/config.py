@@ -88,9 +88,10 @@ class Network:
     def multipart(self, size: int) -> bool:
         return self.connections > 1 and size >= max(self.multipart_min, 1)
 
-    @property
-    def hub_netloc(self) -> str:
-        return urlsplit(self.endpoint).netloc
+    def is_hub(self, url: str) -> bool:
+        """Whether ``url`` is on the hub itself (same scheme, host and port): the token goes nowhere else."""
+        a, b = urlsplit(url), urlsplit(self.endpoint)
+        return (a.scheme.lower(), a.netloc.lower()) == (b.scheme.lower(), b.netloc.lower())
 
     @property
     def verify(self) -> str | bool:
@@ -98,6 +99,8 @@ class Network:
 
     def check_url(self, url: str) -> None:
         parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"not an http(s) URL: {parts.scheme}://{parts.netloc}{parts.path}")
         if parts.scheme == "http" and not self.allow_http and not _is_local(parts.hostname or ""):
             raise UsageError(f"refusing plain http:// for {parts.hostname}: use https or pass --allow-http")
 
@@ -150,10 +153,11 @@ def network_from_env(*, offline: bool, allow_http: bool, token_file: str | None,
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"HF_ENDPOINT={endpoint!r} is not an http(s) URL")
     offline = offline or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    ca_bundle = next(
-        (os.environ[v] for v in ("SEEDER_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE") if os.environ.get(v)),
-        None,
-    )
+    ca_var = next((v for v in ("SEEDER_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE")
+                   if os.environ.get(v)), None)
+    ca_bundle = os.environ[ca_var] if ca_var else None
+    if ca_bundle and not os.path.exists(ca_bundle):
+        raise UsageError(f"{ca_var}={ca_bundle}: no such file or directory")
     net = Network(
         endpoint=endpoint,
         token=read_token(token_file),
@@ -169,6 +173,8 @@ def network_from_env(*, offline: bool, allow_http: bool, token_file: str | None,
         part_size=_env_size("SEEDER_PART_SIZE", DEFAULT_PART_SIZE),
         multipart_min=_env_size("SEEDER_MULTIPART_MIN", DEFAULT_MULTIPART_MIN),
     )
+    if net.connect_timeout <= 0 or net.read_timeout <= 0:
+        raise UsageError("SEEDER_CONNECT_TIMEOUT and SEEDER_READ_TIMEOUT must be more than 0 seconds")
     if not 1 <= net.connections <= MAX_CONNECTIONS:
         raise UsageError(f"--connections must be between 1 and {MAX_CONNECTIONS}")
     net.check_url(endpoint)

@@ -18,7 +18,7 @@ from .lock import LockedFile, LockedModel
 from .manifest import Manifest, ModelSpec, RepoSource, UrlSource
 from .paths import check_relpath
 from .transfer import Client, classify, is_transient
-from .transport import MAX_REDIRECTS
+from .transport import MAX_REDIRECTS, tls_context
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_FILE_SIZE = 1 << 44  # 16 TiB: anything larger is a broken server, not a model
@@ -62,7 +62,8 @@ def _hub_api(net: Network):
     from huggingface_hub import HfApi, set_client_factory
 
     timeout = httpx2.Timeout(net.read_timeout, connect=net.connect_timeout)
-    set_client_factory(lambda: httpx2.Client(follow_redirects=True, timeout=timeout, verify=net.verify))
+    verify = tls_context(net.ca_bundle)  # the downloads' own: one trust store, one error for a bad bundle
+    set_client_factory(lambda: httpx2.Client(follow_redirects=True, timeout=timeout, verify=verify))
     return HfApi(endpoint=net.endpoint, token=net.token or False, library_name="seeder")
 
 
@@ -168,7 +169,7 @@ def _head(model: str, url: str, net: Network, client: Client) -> tuple[int | Non
         for attempt in client.retrying("resolve", model):
             with attempt:
                 resp = client.request("HEAD", url, allow_redirects=False)
-                for _ in range(MAX_REDIRECTS):
+                for _ in range(MAX_REDIRECTS + 1):
                     if not resp.is_redirect or "X-Linked-Size" in resp.headers:
                         break
                     resp = client.request("HEAD", urljoin(resp.url, resp.headers["Location"]), allow_redirects=False)

@@ -15,7 +15,7 @@ import os
 import ssl
 from collections.abc import Iterator, Mapping
 from functools import cache
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from .config import Network
 from .errors import RemoteError, TransientError, UsageError, tls_failure
@@ -24,6 +24,7 @@ MAX_REDIRECTS = 10
 REDIRECTS = (301, 302, 303, 307, 308)
 DRAIN_MAX = 64 << 10  # a redirect's body up to this size is read so its connection can be reused
 USER_AGENT = "seeder/0.1"
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"  # what requests leaves alone when it re-quotes a URL
 
 
 class Response:
@@ -76,14 +77,18 @@ def new_session(net: Network, proxied: bool) -> AnySession:
 
 
 @cache
-def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
-    if ca_bundle and os.path.isdir(ca_bundle):
-        return ssl.create_default_context(capath=ca_bundle)
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """Verification settings for every client in a run: ``ca_bundle`` (a file or a directory) or certifi's."""
     if not ca_bundle:
-        import certifi  # requests' and huggingface_hub's default trust store, so all agree
+        import certifi  # requests' default trust store, so both transports agree
 
-        ca_bundle = certifi.where()
-    return ssl.create_default_context(cafile=ca_bundle)
+        return ssl.create_default_context(cafile=certifi.where())
+    try:
+        if os.path.isdir(ca_bundle):
+            return ssl.create_default_context(capath=ca_bundle)
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as e:
+        raise UsageError(f"CA bundle {ca_bundle}: cannot load it ({_reason(e)})") from None
 
 
 class _Body(Response):
@@ -113,6 +118,7 @@ class _Body(Response):
             except (OSError, http.client.HTTPException):
                 pass
         if not resp.isclosed() or resp.will_close:
+            resp.close()  # with Connection: close, http.client has handed the socket to the response
             self._conn.close()  # the rest of the body is still on the wire: this connection is done
 
 
@@ -135,7 +141,7 @@ class Session:
             body = self._last[_key(urlsplit(url))] = _Body(resp, conn, url, redirected)
             if not (allow_redirects and resp.status in REDIRECTS and resp.headers.get("Location")):
                 return body
-            location = resp.headers["Location"]
+            location = _header_text(resp.headers["Location"])
             body.close()
             url, redirected = urljoin(url, location), True
             if resp.status == 303 and method != "HEAD":
@@ -143,14 +149,14 @@ class Session:
         raise RemoteError(f"too many redirects fetching {safe(url)}")
 
     def _auth(self, url: str) -> dict[str, str]:
-        # The token goes to the hub's own host only, so a redirect to a CDN or elsewhere never carries it.
-        if self.net.token and urlsplit(url).netloc == self.net.hub_netloc:
+        # The token goes to the hub itself only, so a redirect to a CDN, elsewhere or to plain http never carries it.
+        if self.net.token and self.net.is_hub(url):
             return {"Authorization": f"Bearer {self.net.token}"}
         return {}
 
     def _send(self, method: str, url: str, headers: dict[str, str]):
         parts = urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=_URL_SAFE)
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
         for fresh in (False, True):
             conn = self._connection(parts, fresh=fresh)
@@ -164,15 +170,13 @@ class Session:
             except ssl.SSLCertVerificationError as e:
                 conn.close()
                 raise RemoteError(tls_failure(parts.netloc, e)) from None
-            except ssl.SSLError as e:
+            except ValueError as e:  # a URL http.client cannot send (control characters, ...)
                 conn.close()
-                if was_open:
-                    continue
-                raise RemoteError(tls_failure(parts.netloc, e)) from None
+                raise RemoteError(f"cannot request {safe(url)}: {e}") from None
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 # A kept-alive connection the server has since closed: one more try on a new one.
-                if was_open and isinstance(e, (ConnectionError, http.client.RemoteDisconnected)):
+                if was_open and isinstance(e, (ConnectionError, http.client.RemoteDisconnected, ssl.SSLError)):
                     continue
                 raise TransientError(f"{type(e).__name__}: {_reason(e)}") from None
         raise AssertionError("unreachable")
@@ -188,15 +192,18 @@ class Session:
             timeout = self.net.connect_timeout
             if parts.scheme == "https":
                 conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
-                                                   context=_tls_context(self.net.ca_bundle))
+                                                   context=tls_context(self.net.ca_bundle))
             else:
                 conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
             self._conns[key] = conn
         return conn
 
     def close(self) -> None:
+        for body in self._last.values():
+            body.close()
         for conn in self._conns.values():
             conn.close()
+        self._last.clear()
         self._conns.clear()
 
 
@@ -205,6 +212,14 @@ def _check_redirect(net: Network, url: str) -> None:
         net.check_url(url)  # a redirect must not downgrade to plain http either
     except UsageError as e:
         raise RemoteError(f"redirected to {safe(url)}: {e}") from None
+
+
+def _header_text(value: str) -> str:
+    # http.client decodes header bytes as latin-1; a Location is UTF-8 in practice.
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
 
 
 def _key(parts) -> tuple[str, str, int | None]:
@@ -258,11 +273,12 @@ class RequestsSession:
         import requests
 
         self.net.check_url(url)
-        if self.net.token and urlsplit(url).netloc == self.net.hub_netloc:
-            headers = {"Authorization": f"Bearer {self.net.token}", **headers}  # requests drops it on a new host
+        # As auth=, not a header: requests would let a netrc entry for the hub replace a header. It drops
+        # this on a redirect to another host.
+        auth = self._bearer if self.net.token and self.net.is_hub(url) else None
         try:
             resp = self._session.request(
-                method, url, headers=headers, stream=True, allow_redirects=allow_redirects,
+                method, url, headers=headers, auth=auth, stream=True, allow_redirects=allow_redirects,
                 timeout=(self.net.connect_timeout, self.net.read_timeout),
                 # per request: a session-level setting loses to REQUESTS_CA_BUNDLE in the environment
                 verify=self.net.verify,
@@ -274,6 +290,10 @@ class RequestsSession:
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
             raise TransientError(f"{type(e).__name__}: {_reason(e)}") from None
         return _RequestsBody(resp)
+
+    def _bearer(self, request):
+        request.headers["Authorization"] = f"Bearer {self.net.token}"
+        return request
 
     def close(self) -> None:
         self._session.close()

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import termios
 
+import pytest
+
 from tests.conftest import blob, run_seeder, seeder_env, sha256
 
 
@@ -73,3 +75,11 @@ def test_bad_flags_exit_2_with_one_line(tmp_path):
                               env=seeder_env(None), capture_output=True, text=True)
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("variable", ["SEEDER_CONNECT_TIMEOUT", "SEEDER_READ_TIMEOUT"])
+def test_a_zero_timeout_is_refused(variable, tmp_path):
+    (tmp_path / "models.toml").write_text('[[models]]\nname = "m"\nrepo = "org/m"\n')
+    run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t"),
+                     env=seeder_env(None, **{variable: "0"}))
+    assert run.code == 2 and "more than 0 seconds" in run.err, run

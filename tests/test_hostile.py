@@ -94,6 +94,11 @@ class _Hostile(BaseHTTPRequestHandler):
             self.send_header("Location", "http://models.example.invalid/x")
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif self.path.startswith("/ftp"):
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1/x")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         else:
             self._json({"error": "nope"}, 404)
 
@@ -144,14 +149,18 @@ def test_redirect_loops_are_bounded(hostile, tmp_path):
 
 
 @pytest.mark.parametrize("proxied", [False, True], ids=["http.client", "requests"])
-def test_a_redirect_to_plain_http_is_refused(proxied, hostile, tmp_path):
+@pytest.mark.parametrize("route, message", [
+    ("/downgrade", "refusing plain http:// for models.example.invalid"),
+    ("/ftp", "not an http(s) URL: ftp://127.0.0.1/x"),
+], ids=["plain-http", "ftp"])
+def test_a_redirect_off_https_is_refused(route, message, proxied, hostile, tmp_path):
     (tmp_path / "models.toml").write_text(
-        f'[[models]]\nname = "m"\nurl = "{hostile}/downgrade"\nsha256 = "{"0" * 64}"\nsize = 10\nfilename = "x"\n')
+        f'[[models]]\nname = "m"\nurl = "{hostile}{route}"\nsha256 = "{"0" * 64}"\nsize = 10\nfilename = "x"\n')
     # NO_PROXY keeps requests from actually using the (absent) proxy; its presence is what selects requests.
     extra = {"HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "*"} if proxied else {}
     run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t"), **extra)
     assert run.code == 3, run
-    assert "refusing plain http:// for models.example.invalid" in run.err and "redirected" in run.err
+    assert message in run.err and "redirected" in run.err
 
 
 def test_missing_hub_headers_on_a_hub_url_without_sha256_exits_2(hub, tmp_path):

@@ -1,4 +1,5 @@
-"""Proxy variables: with HTTP_PROXY set every request goes through the proxy; NO_PROXY exempts hosts."""
+"""The environment's say in transport: proxy variables route every request through the proxy, NO_PROXY
+exempts hosts, and a netrc file never displaces the hub token."""
 
 from __future__ import annotations
 
@@ -99,3 +100,19 @@ def test_no_proxy_exempts_the_hub(hub, proxy, tmp_path):
     assert run.code == 0, run
     assert (tmp_path / "t" / "m" / "model.safetensors").read_bytes() == BIG
     assert proxy.seen == []
+
+
+def test_a_netrc_entry_for_the_hub_does_not_replace_the_token(hub, tmp_path):
+    # A netrc file selects requests as the transport, and requests would let it override an Authorization header.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text("machine 127.0.0.1 login git password from-netrc\n")
+    (home / ".netrc").chmod(0o600)
+    m = _manifest(hub, tmp_path)
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"),
+                     env=seeder_env(hub.url, HOME=str(home), HF_TOKEN="hf_from_env"))
+    assert run.code == 0, run
+    hub_requests = [r for r in hub.requests if r.server == "hub"]
+    assert hub_requests and all(r.auth_value == "Bearer hf_from_env" for r in hub_requests), \
+        {r.auth_value for r in hub_requests}
+    assert not any(r.auth for r in hub.requests if r.server == "cdn")

@@ -84,3 +84,13 @@ def test_a_secret_in_a_message_is_redacted(hub, tmp_path):
     proc = _run(["-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t")], seeder_env(hub.url, HF_TOKEN=TOKEN))
     assert proc.returncode == 2 and "***" in proc.stderr
     _assert_nowhere(tmp_path, proc.stdout, proc.stderr)
+
+
+def test_the_token_is_for_the_hub_origin_only():
+    from seeder.config import Network
+
+    net = Network(endpoint="https://Hub.example:8443")
+    assert net.is_hub("https://hub.example:8443/org/m/resolve/main/x")
+    assert not net.is_hub("http://hub.example:8443/x")  # the same host over plain http: no token
+    assert not net.is_hub("https://hub.example/x")  # another port is another origin
+    assert not net.is_hub("https://cdn.hub.example:8443/x")

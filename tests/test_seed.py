@@ -422,3 +422,15 @@ def test_environment_equivalents_of_the_flags(hub, tmp_path):
     assert (tmp_path / "t" / "embedding" / "config.json").exists() and (tmp_path / "conf.lock").exists()
     assert len(list((tmp_path / "c" / "blobs").iterdir())) == 4
     assert all(line.startswith("{") for line in proc.stderr.splitlines())
+
+
+def test_a_url_with_spaces_and_non_ascii_characters_is_fetched(hub, tmp_path):
+    data = blob(30_000, seed=51)
+    hub.add_file("modèle ü/poids 1.bin", data)
+    url = f"{hub.url}/files/modèle ü/poids 1.bin"  # as a person would paste it, unquoted
+    m = tmp_path / "models.toml"
+    m.write_text(f'[[models]]\nname = "m"\nurl = "{url}"\nsha256 = "{sha256(data)}"\nsize = {len(data)}\n'
+                 'filename = "poids.bin"\n')
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 0, run
+    assert (tmp_path / "t" / "m" / "poids.bin").read_bytes() == data

@@ -84,3 +84,20 @@ def test_ca_bundle_makes_it_work(variable, tls_hub, pki, tmp_path):
     assert run.code == 0, run
     assert (tmp_path / "t" / "m" / "w.safetensors").read_bytes() == DATA
     assert (tmp_path / "t" / "x" / "x.gguf").read_bytes() == DATA
+
+
+def test_a_missing_ca_bundle_is_a_usage_error(tls_hub, tmp_path):
+    m = _manifests(tls_hub, tmp_path)
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"),
+                     env=seeder_env(tls_hub.url, SEEDER_CA_BUNDLE=str(tmp_path / "no-such.pem")))
+    assert run.code == 2, run
+    assert "SEEDER_CA_BUNDLE" in run.err and "no such file" in run.err
+
+
+def test_an_unreadable_ca_bundle_is_a_usage_error(tls_hub, tmp_path):
+    m = _manifests(tls_hub, tmp_path)
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"),
+                     env=seeder_env(tls_hub.url, SEEDER_CA_BUNDLE=str(tmp_path / "garbage.pem")))
+    assert run.code == 2, run
+    assert "cannot load it" in run.err
