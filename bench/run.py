@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import shutil
@@ -441,40 +440,16 @@ class Bench:
         manifest = self.manifest("many", '[[models]]\nname = "many"\nrepo = "bench/many"\n')
         target = self.work / "out" / "many"
         payload = n * self.args.small_size
-        from seeder.lock import LockedModel
-
-        quadratic = isinstance(LockedModel.__dict__.get("version"), property)
-        runs = 1 if quadratic else self.args.runs  # see below: a minute a run
         self.repeat(Row("small", f"seeder ({n} × {self.args.small_size // 1024} KiB)", bytes=payload, files=n,
-                        note="--jobs 4 (default)"), runs,
+                        note="--jobs 4 (default)"), self.args.runs,
                     lambda i: timed([*SEEDER, "-m", str(manifest), "-t", str(target), "-q"], env=self.env,
                                     log=self.logs / "many.log"), self.fresh(target))
-        if quadratic:
-            # LockedModel.version re-serialises every file of the model on each call, and installing calls
-            # it once per file: quadratic in the number of files. Show what caching it changes.
-            patched = textwrap.dedent("""
-                import functools, sys
-                from seeder.lock import LockedModel
-                cached = functools.cached_property(LockedModel.version.fget)
-                cached.__set_name__(LockedModel, "version")
-                LockedModel.version = cached
-                from seeder.cli import main
-                sys.exit(main())
-            """)
-            self.repeat(Row("small", "seeder + proposed lock.py fix", bytes=payload, files=n,
-                            note="LockedModel.version cached (see Notes)"), runs,
-                        lambda i: timed([sys.executable, "-c", patched, "-m", str(manifest), "-t", str(target), "-q"],
-                                        env=self.env, log=self.logs / "many.log"), self.fresh(target))
-            self.notes.append("Many small files: `LockedModel.version` (seeder/lock.py) serialises all of a model's "
-                              "files on every call and is called once per file while installing, so installing "
-                              "is quadratic in the number of files. The row \"seeder + proposed lock.py fix\" "
-                              "runs the same code with that property cached (`functools.cached_property`).")
         if self.wanted("huggingface_hub"):
             out = self.work / "out" / "many-hf"
             script = ("import sys\nfrom huggingface_hub import snapshot_download\n"
                       "snapshot_download('bench/many', cache_dir=sys.argv[1])")
             self.repeat(Row("small", "huggingface_hub snapshot_download", bytes=payload, files=n,
-                            note="8 workers (its default)"), runs,
+                            note="8 workers (its default)"), self.args.runs,
                         lambda i: timed([sys.executable, "-c", script, str(out)], env=self.env,
                                         log=self.logs / "hf-many.log"), self.fresh(out))
             shutil.rmtree(out, ignore_errors=True)

@@ -56,12 +56,12 @@ def export(target: Target, output: Path) -> int:
     """Write the bundle; returns the number of files. Files that no longer match their lock abort it."""
     from .transfer import ContentMismatch
 
-    lock = installed_lock(target)
+    state = target.read_state()
+    lock = installed_lock(state)
     if not lock.models:
         raise UsageError(f"nothing installed in {target.root} to export")
-    if problems := verify(target, lock, fast=True):
+    if problems := verify(target, lock, fast=True, state=state):
         raise IntegrityError(f"{target.root} is not intact ({problems[0]}); run seeder first")
-    state = target.read_state()
     members = [(m, f) for m in lock.models for f in m.files]
     sums = "".join(f"{state[m.name].files[f.path]['sha256']}  {PREFIX}{m.name}/{f.path}\n" for m, f in members)
     tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
@@ -150,7 +150,7 @@ def _unpack_verified(path: Path, staging: Cache) -> Lock:
                     lock = _read_lock(tar, member, path)
                     wanted = {f"{PREFIX}{m.name}/{f.path}": f for m in lock.models for f in m.files}
                 elif member.name == SUMS_NAME and not sums:
-                    sums = _read_sums(tar, member, path)
+                    sums = _read_sums(tar, member)
                 else:
                     _stage(tar, member, wanted.pop(member.name, None), sums, staging, path)
     except (tarfile.TarError, EOFError, zstandard.ZstdError) as e:
@@ -171,7 +171,7 @@ def _read_lock(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> Loc
         raise IntegrityError(f"{path}: the bundled lock is unreadable: {e}") from None
 
 
-def _read_sums(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> dict[str, str]:
+def _read_sums(tar: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, str]:
     sums = {}
     for line in tar.extractfile(member).read().decode("utf-8", "replace").splitlines():
         digest, _, name = line.partition("  ")

@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _normalise(argv: list[str]) -> list[str]:
     """``seeder --verify ...`` is ``seeder verify ...``; no command means ``seed``."""
-    if "--verify" in argv and (not argv or argv[0] not in COMMANDS):
+    if "--verify" in argv and argv[0] not in COMMANDS:
         argv = ["verify", *[a for a in argv if a != "--verify"]]
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv = ["seed", *argv]
@@ -235,14 +235,15 @@ def _verify(args, net) -> int:
     from .verify import installed_lock, verify
 
     target = Target(Path(args.target))
+    state = target.read_state()
     if Path(args.manifest).exists():
         manifest, _, _ = _paths(args)
         lock = obtain_lock(manifest, target, locked=True, net=None)
     else:
-        lock = installed_lock(target)
+        lock = installed_lock(state)
         if not lock.models:
             raise UsageError(f"no manifest at {args.manifest} and nothing installed in {target.root}")
-    problems = verify(target, lock, fast=args.fast)
+    problems = verify(target, lock, fast=args.fast, state=state)
     for p in problems:
         log.error("verify failed", model=p.model, file=p.path, problem=p.kind, detail=p.detail)
     files = sum(len(m.files) for m in lock.models)

@@ -32,10 +32,6 @@ def configure(fmt: str = "auto", verbosity: int = 0, secrets: tuple[str, ...] = 
     )
 
 
-def is_json() -> bool:
-    return bool(_state["json"])
-
-
 def redact(text: str) -> str:
     for secret in _state["secrets"]:
         text = text.replace(secret, "***")
@@ -87,14 +83,12 @@ def error(event: str, **fields: object) -> None:
 class Progress:
     """Byte progress of a run: a live bar in a terminal, periodic per-file events in JSON mode."""
 
-    def __init__(self, total: int, interval: float | None = None):
+    def __init__(self, total: int):
         self.total = total
-        if interval is None:
-            try:
-                interval = float(os.environ.get("SEEDER_PROGRESS_INTERVAL", 5))
-            except ValueError:
-                interval = 5.0
-        self.interval = interval
+        try:
+            self.interval = float(os.environ.get("SEEDER_PROGRESS_INTERVAL", 5))
+        except ValueError:
+            self.interval = 5.0
         self._bar = None
         if not _state["json"] and sys.stderr.isatty() and _state["min_level"] <= 20 and total:
             from tqdm import tqdm

@@ -26,7 +26,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import random
 import threading
 import time
 from collections import deque
@@ -170,11 +169,12 @@ class PartedDownload:
             on_disk = part.stat().st_size
         except FileNotFoundError:
             on_disk = 0
-        ranges = load_ranges(part, file, on_disk) if sidecar(part).exists() else None
+        has_sidecar = sidecar(part).exists()
+        ranges = load_ranges(part, file, on_disk) if has_sidecar else None
         keep = None  # length to cut the partial to before growing it (None: keep as is)
         if ranges is None:
             # No (usable) sidecar: the partial is a plain prefix, unless it is too long or of unknown layout.
-            trusted = not sidecar(part).exists() and on_disk <= file.size
+            trusted = not has_sidecar and on_disk <= file.size
             head = on_disk if trusted else 0
             ranges = [[0, head]] if head else []
             keep = head
@@ -304,8 +304,7 @@ class PartedDownload:
             attempt += 1
             if attempt >= self.net.retries:
                 raise error
-            backoff = min(self.net.backoff_max, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-            wait = max(backoff, error.retry_after) if error.retry_after is not None else backoff
+            wait = transfer.backoff(self.net, attempt, error.retry_after)
             log.warning("retrying", what="download part", model=self.model, file=self.file.path, attempt=attempt,
                         offset=span.pos, error=str(error), wait=round(wait, 2))
             if self.stop.wait(wait):

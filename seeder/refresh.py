@@ -82,7 +82,7 @@ def refresh(manifest: Manifest, target: Target, cache: Cache | None, net: Networ
         installer = Installer(target, cache, net, jobs, grace=grace)
         summary = installer.run(new)
         if not keep_removed:
-            state = target.read_state()
+            state = installer.state
             for name in sorted(set(state) - {m.name for m in new.models}):
                 target.remove_model(name)
                 del state[name]

@@ -36,15 +36,11 @@ class Summary:
 
 def current_lock(manifest: Manifest, target: Target) -> Lock | None:
     """The lock beside the manifest or, where there is none, the one kept in the target's state."""
-    path = lockfile.lock_path_for(manifest.path)
-    current = lockfile.read(path)
-    if current is None and not path.exists():
-        current = lockfile.read(target.lock_copy)
-    return current
+    current = lockfile.read(lockfile.lock_path_for(manifest.path))
+    return current if current is not None else lockfile.read(target.lock_copy)
 
 
-def obtain_lock(manifest: Manifest, target: Target, *, locked: bool, net: Network | None,
-                client_factory=None) -> Lock:
+def obtain_lock(manifest: Manifest, target: Target, *, locked: bool, net: Network | None) -> Lock:
     """The lock to seed from: the manifest's own when it matches, else re-resolved (and written back)."""
     path = lockfile.lock_path_for(manifest.path)
     current = current_lock(manifest, target)
@@ -60,8 +56,9 @@ def obtain_lock(manifest: Manifest, target: Target, *, locked: bool, net: Networ
         if net is None or net.offline:
             raise RemoteError(f"offline: {why} and resolving needs the hub")
         from .resolve import resolve
+        from .transfer import Client
 
-        fresh = resolve(manifest, stale, net, client_factory())
+        fresh = resolve(manifest, stale, net, Client(net))
     new = current.updated(manifest, fresh)
     save_lock(new, path, target)
     return new
@@ -339,13 +336,7 @@ def _same(a: Path, b: Path) -> bool:
 def seed(manifest: Manifest, target: Target, cache: Cache | None, net: Network, *, locked: bool,
          jobs: int, grace: float = 0.0) -> Summary:
     started = time.monotonic()
-
-    def client_factory():
-        from .transfer import Client
-
-        return Client(net)
-
-    lock = obtain_lock(manifest, target, locked=locked, net=net, client_factory=client_factory)
+    lock = obtain_lock(manifest, target, locked=locked, net=net)
     if target.is_complete(lock):
         return _warm_summary(lock, started)
     with target.exclusive():

@@ -41,7 +41,7 @@ def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep
         row = ModelStatus(name, COMPLETE, revision=installed.revision or "url",
                           commit=installed.commit, files=len(installed.files),
                           bytes=installed.total_size, installed_at=record.installed_at)
-        problems = verify(target, Lock(models=(installed,)), fast=not deep)
+        problems = verify(target, Lock(models=(installed,)), fast=not deep, state=state)
         if problems:
             worst = MODIFIED if all(p.kind == "checksum" for p in problems) else PARTIAL
             row.state, row.detail = worst, "; ".join(str(p) for p in problems[:3])

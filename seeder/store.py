@@ -135,10 +135,6 @@ class Installed:
     files: dict[str, dict]
 
     @property
-    def name(self) -> str:
-        return self.model.name
-
-    @property
     def version(self) -> str:
         return self.model.version
 

@@ -139,15 +139,19 @@ class Client:
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            backoff = min(self.net.backoff_max, 0.5 * 2 ** (state.attempt_number - 1)) * random.uniform(0.5, 1.0)
-            asked = getattr(exc, "retry_after", None)
-            return max(backoff, asked) if asked is not None else backoff
+            return backoff(self.net, state.attempt_number, getattr(exc, "retry_after", None))
 
         def before_sleep(state: RetryCallState) -> None:
             log.warning("retrying", what=what, model=model, file=path, attempt=state.attempt_number,
                         error=str(state.outcome.exception()), wait=round(state.upcoming_sleep, 2))
 
         return base.copy(wait=wait, before_sleep=before_sleep)
+
+
+def backoff(net: Network, attempt: int, retry_after: float | None) -> float:
+    """Seconds to wait after failed attempt ``attempt``: exponential with jitter, at least what the server asked."""
+    wait = min(net.backoff_max, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    return max(wait, retry_after) if retry_after is not None else wait
 
 
 def is_transient(status: int) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .lock import Lock, LockedFile, LockedModel
-from .store import Target
+from .store import Installed, Target
 
 
 @dataclass(frozen=True)
@@ -23,14 +23,12 @@ class Problem:
         return f"{where}: {self.detail}"
 
 
-def installed_lock(target: Target) -> Lock:
-    """The lock as recorded in the target itself: what an app container can check against."""
-    return Lock(models=tuple(record.model for record in target.read_state().values()))
+def installed_lock(state: dict[str, Installed]) -> Lock:
+    """The lock as recorded in a target's state: what an app container can check against."""
+    return Lock(models=tuple(record.model for record in state.values()))
 
 
 def _check_file(target: Target, model: LockedModel, file: LockedFile, fast: bool) -> Problem | None:
-    from .transfer import ContentMismatch, hash_file
-
     path = target.visible(model.name, file.path)
     try:
         size = path.stat().st_size
@@ -40,6 +38,8 @@ def _check_file(target: Target, model: LockedModel, file: LockedFile, fast: bool
         return Problem(model.name, file.path, "size", f"size {size}, expected {file.size}")
     if fast:
         return None
+    from .transfer import ContentMismatch, hash_file
+
     try:
         hash_file(path, file).check()
     except ContentMismatch as e:
@@ -49,8 +49,10 @@ def _check_file(target: Target, model: LockedModel, file: LockedFile, fast: bool
     return None
 
 
-def verify(target: Target, lock: Lock, *, fast: bool = False, jobs: int | None = None) -> list[Problem]:
-    state = target.read_state()
+def verify(target: Target, lock: Lock, *, fast: bool = False, jobs: int | None = None,
+           state: dict[str, Installed] | None = None) -> list[Problem]:
+    """Problems of ``lock``'s models in ``target``; ``state``: the target's, when the caller has read it."""
+    state = target.read_state() if state is None else state
     problems: list[Problem] = []
     checks: list[tuple[LockedModel, LockedFile]] = []
     for model in lock.models:
@@ -73,7 +75,8 @@ def verify(target: Target, lock: Lock, *, fast: bool = False, jobs: int | None =
 def check(models_dir: str | Path, *, fast: bool = True) -> list[Problem]:
     """Check an installed target against its own record (for apps at start-up). Empty list: all good."""
     target = Target(Path(models_dir))
-    lock = installed_lock(target)
+    state = target.read_state()
+    lock = installed_lock(state)
     if not lock.models:
         return [Problem("*", None, "not-installed", f"no models installed in {models_dir} (run seeder)")]
-    return verify(target, lock, fast=fast)
+    return verify(target, lock, fast=fast, state=state)

@@ -80,6 +80,11 @@ def run_seeder(*args: str, hub: FakeHub | None = None, cwd: Path | None = None, 
     return run
 
 
+def url_entry(name: str, url: str, data: bytes) -> str:
+    """A manifest's ``[[models]]`` entry for ``url``, pinned to ``data``'s sha256 and size."""
+    return f'[[models]]\nname = "{name}"\nurl = "{url}"\nsha256 = "{sha256(data)}"\nsize = {len(data)}\n'
+
+
 def write_manifest(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

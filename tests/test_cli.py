@@ -12,15 +12,13 @@ import termios
 
 import pytest
 
-from tests.conftest import blob, run_seeder, seeder_env, sha256
+from tests.conftest import blob, run_seeder, seeder_env, url_entry, write_manifest
 
 
 def _manifest(hub, tmp_path, size=3 << 20):
     data = blob(size, seed=6)
     url = hub.add_file("w.bin", data)
-    m = tmp_path / "models.toml"
-    m.write_text(f'[[models]]\nname = "m"\nurl = "{url}"\nsha256 = "{sha256(data)}"\nsize = {size}\n')
-    return m
+    return write_manifest(tmp_path / "models.toml", url_entry("m", url, data))
 
 
 def test_terminal_gets_a_progress_bar_and_readable_lines(hub, tmp_path):

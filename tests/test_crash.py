@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import blob, run_seeder, seeder_env, sha256
+from tests.conftest import blob, run_seeder, seeder_env, sha256, url_entry, write_manifest
 
 V1 = {"config.json": b'{"v": 1}', "model.safetensors": blob(400_000, seed=31), "gone.txt": b"v1 only"}
 V2 = {"config.json": b'{"v": 2}', "model.safetensors": blob(400_000, seed=32), "new.bin": blob(30_000, seed=33)}
@@ -85,8 +85,7 @@ def test_sigkill_during_a_refresh(point, hub, tmp_path):
 def test_a_signal_stops_the_downloads_at_once_and_the_next_run_resumes(sig, code, connections, hub, tmp_path):
     data = blob(8_000_000, seed=41)
     url = hub.add_file("big.bin", data)
-    m = tmp_path / "models.toml"
-    m.write_text(f'[[models]]\nname = "x"\nurl = "{url}"\nsha256 = "{sha256(data)}"\nsize = {len(data)}\n')
+    m = write_manifest(tmp_path / "models.toml", url_entry("x", url, data))
     args = ["-m", str(m), "-t", str(tmp_path / "t")]
     hub.throttle_bps = 500_000  # per connection: the whole file would take seconds
     env = seeder_env(hub.url, SEEDER_CONNECTIONS=connections, SEEDER_PART_SIZE=str(1 << 20),

@@ -3,8 +3,6 @@ with nothing bad ever at a final path."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import socket
 import subprocess
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import blob, file_sha256, run_seeder, seeder_env, sha256
+from tests.conftest import blob, file_sha256, run_seeder, seeder_env, sha256, url_entry, write_manifest
 
 SIZE = 400_000
 DATA = blob(SIZE, seed=42)
@@ -29,7 +27,7 @@ def _manifest(tmp_path: Path, hub, source: str) -> tuple[Path, Path, str]:
         final = tmp_path / "t" / "m" / "weights.safetensors"
     else:
         url = hub.add_file("dl/weights.gguf", DATA)
-        text = f'[[models]]\nname = "m"\nurl = "{url}"\nsha256 = "{sha256(DATA)}"\nsize = {SIZE}\n'
+        text = url_entry("m", url, DATA)
         final = tmp_path / "t" / "m" / "weights.gguf"
     m = tmp_path / "models.toml"
     m.write_text(text)
@@ -154,8 +152,7 @@ def _spawn(m: Path, target: Path, hub, *extra: str) -> subprocess.Popen:
 def test_resume_after_sigkill_refetches_well_under_the_whole_file(hub, tmp_path):
     big = blob(8 << 20, seed=7)
     url = hub.add_file("big/model.gguf", big)
-    m = tmp_path / "models.toml"
-    m.write_text(f'[[models]]\nname = "m"\nurl = "{url}"\nsha256 = "{sha256(big)}"\nsize = {len(big)}\n')
+    m = write_manifest(tmp_path / "models.toml", url_entry("m", url, big))
     hub.throttle_bps = 4 << 20
     proc = _spawn(m, tmp_path / "t", hub)
     part = tmp_path / "t" / ".seeder" / "tmp" / f"sha256-{sha256(big)}.part"

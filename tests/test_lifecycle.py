@@ -12,8 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import blob, run_seeder, seeder_env, sha256
 
 V1 = {
@@ -159,7 +157,7 @@ def test_status_reports_each_state(hub, tmp_path):
     deep = run_seeder("status", "--json", "--verify", "-m", str(m), "-t", str(target))
     assert {r["name"]: r["state"] for r in json.loads(deep.out)}["u"] == "modified"
     (target / "m" / "config.json").unlink()
-    m.write_text(m.read_text().replace(f'name = "u"', 'name = "w"'))
+    m.write_text(m.read_text().replace('name = "u"', 'name = "w"'))
     table = run_seeder("status", "-m", str(m), "-t", str(target))
     states = {"complete", "partial", "missing", "stale", "modified", "extra"}
     lines = {c[0]: c[1] for c in map(str.split, table.out.splitlines()[1:]) if len(c) > 1 and c[1] in states}

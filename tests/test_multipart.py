@@ -18,7 +18,7 @@ from seeder import log, parts, transfer
 from seeder.config import Network
 from seeder.errors import IntegrityError
 from seeder.lock import LockedFile
-from tests.conftest import blob, run_seeder, seeder_env, sha256
+from tests.conftest import blob, run_seeder, seeder_env, sha256, url_entry
 
 P = 64 << 10  # part size for these tests
 MULTI = {"SEEDER_PART_SIZE": str(P), "SEEDER_MULTIPART_MIN": "1", "SEEDER_CONNECTIONS": "4"}
@@ -26,8 +26,7 @@ SIZES = [1, 2, P - 1, P, P + 1, 2 * P - 1, 2 * P, 2 * P + 1, 7 * P + 12_345, 40 
 
 
 def _url_model(hub, name: str, data: bytes, path: str | None = None) -> str:
-    url = hub.add_file(path or f"{name}/{name}.bin", data)
-    return f'[[models]]\nname = "{name}"\nurl = "{url}"\nsha256 = "{sha256(data)}"\nsize = {len(data)}\n'
+    return url_entry(name, hub.add_file(path or f"{name}/{name}.bin", data), data)
 
 
 def _ranges(hub, match: str) -> list[tuple[int, int, int]]:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import blob, run_seeder, seeder_env, sha256
+from tests.conftest import blob, run_seeder, seeder_env, url_entry, write_manifest
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "content-length"}
 
@@ -71,10 +71,8 @@ def _manifest(hub, tmp_path):
     hub.enable_cdn()  # LFS files redirect to a second host, as on huggingface.co
     hub.add_repo("org/m", {"model.safetensors": BIG, "config.json": b"{}"})
     url = hub.add_file("small.bin", SMALL)
-    m = tmp_path / "models.toml"
-    m.write_text(f'[[models]]\nname = "m"\nrepo = "org/m"\n\n'
-                 f'[[models]]\nname = "s"\nurl = "{url}"\nsha256 = "{sha256(SMALL)}"\nsize = {len(SMALL)}\n')
-    return m
+    return write_manifest(tmp_path / "models.toml",
+                          '[[models]]\nname = "m"\nrepo = "org/m"\n\n' + url_entry("s", url, SMALL))
 
 
 def test_every_request_goes_through_the_proxy(hub, proxy, tmp_path):

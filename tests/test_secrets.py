@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import blob, seeder_env
 
 TOKEN = "hf_RecognisableSecret_9f8e7d6c5b4a"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import blob, file_sha256, run_seeder, seeder_env, sha256
+from tests.conftest import blob, file_sha256, run_seeder, seeder_env, sha256, url_entry, write_manifest
 
 COMMIT_RE = r"[0-9a-f]{40}"
 
@@ -428,9 +428,7 @@ def test_a_url_with_spaces_and_non_ascii_characters_is_fetched(hub, tmp_path):
     data = blob(30_000, seed=51)
     hub.add_file("modèle ü/poids 1.bin", data)
     url = f"{hub.url}/files/modèle ü/poids 1.bin"  # as a person would paste it, unquoted
-    m = tmp_path / "models.toml"
-    m.write_text(f'[[models]]\nname = "m"\nurl = "{url}"\nsha256 = "{sha256(data)}"\nsize = {len(data)}\n'
-                 'filename = "poids.bin"\n')
+    m = write_manifest(tmp_path / "models.toml", url_entry("m", url, data) + 'filename = "poids.bin"\n')
     run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
     assert run.code == 0, run
     assert (tmp_path / "t" / "m" / "poids.bin").read_bytes() == data

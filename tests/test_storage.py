@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, blob, run_seeder, seeder_env, sha256
+from tests.conftest import ROOT, blob, run_seeder, seeder_env, sha256, url_entry, write_manifest
 
 
 @pytest.fixture
@@ -28,9 +28,7 @@ def small_fs(tmp_path):
 
 
 def _url_manifest(tmp_path: Path, url: str, data: bytes) -> Path:
-    m = tmp_path / "models.toml"
-    m.write_text(f'[[models]]\nname = "m"\nurl = "{url}"\nsha256 = "{sha256(data)}"\nsize = {len(data)}\n')
-    return m
+    return write_manifest(tmp_path / "models.toml", url_entry("m", url, data))
 
 
 def test_not_enough_space_up_front_exits_4_before_writing(hub, small_fs, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import blob, run_seeder, seeder_env, sha256
+from tests.conftest import blob, run_seeder, seeder_env, url_entry, write_manifest
 from tests.fakehub import FakeHub
 
 
@@ -63,10 +63,8 @@ DATA = blob(200_000, seed=8)
 def _manifests(hub, tmp_path: Path) -> Path:
     hub.add_repo("org/m", {"w.safetensors": DATA, "config.json": b"{}"})
     url = hub.add_file("x.gguf", DATA)
-    m = tmp_path / "models.toml"
-    m.write_text(f'[[models]]\nname = "m"\nrepo = "org/m"\n\n'
-                 f'[[models]]\nname = "x"\nurl = "{url}"\nsha256 = "{sha256(DATA)}"\nsize = {len(DATA)}\n')
-    return m
+    return write_manifest(tmp_path / "models.toml",
+                          '[[models]]\nname = "m"\nrepo = "org/m"\n\n' + url_entry("x", url, DATA))
 
 
 def test_private_ca_is_refused_by_default_with_a_clear_message(tls_hub, tmp_path):

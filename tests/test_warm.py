@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import blob, run_seeder, seeder_env, sha256
+from tests.conftest import blob, run_seeder, seeder_env, url_entry, write_manifest
 
 # Modules a warm run (and an app's start-up check) must not pay for.
 HEAVY = ("huggingface_hub", "requests", "urllib3", "httpx", "httpx2", "hf_xet", "tenacity", "tqdm", "structlog")
@@ -44,9 +44,8 @@ def seeded(hub, tmp_path):
     hub.add_repo("org/emb", files)
     gguf = blob(300_000, seed=2)
     url = hub.add_file("llm/tiny.gguf", gguf)
-    m = tmp_path / "models.toml"
-    m.write_text(f'[[models]]\nname = "emb"\nrepo = "org/emb"\n\n'
-                 f'[[models]]\nname = "llm"\nurl = "{url}"\nsha256 = "{sha256(gguf)}"\nsize = {len(gguf)}\n')
+    m = write_manifest(tmp_path / "models.toml",
+                       '[[models]]\nname = "emb"\nrepo = "org/emb"\n\n' + url_entry("llm", url, gguf))
     target = tmp_path / "models"
     run = run_seeder("-m", str(m), "-t", str(target), hub=hub)
     assert run.code == 0, run
