@@ -25,9 +25,18 @@ environment:
   SEEDER_CONNECTIONS  parallel Range connections per large file (default 8; 1: one stream)
   SEEDER_PART_SIZE    bytes per Range request (default 16M); SEEDER_MULTIPART_MIN: files at least
                       this large are fetched in parts (default 16M)
+  SEEDER_CONNECT_TIMEOUT, SEEDER_READ_TIMEOUT
+                      seconds (default 10, 30); a stalled body counts as a read timeout
+  SEEDER_RETRIES      attempts per request (default 5); SEEDER_BACKOFF_MAX: longest wait between
+                      them in seconds (default 30)
+  SEEDER_GRACE        seconds a replaced model version stays for readers (default 5)
+  SEEDER_ALLOW_HTTP=1 same as --allow-http
+  SEEDER_PROGRESS_INTERVAL
+                      seconds between JSON progress events (default 5)
   HF_ENDPOINT         Hugging Face endpoint or mirror; huggingface.co URLs follow it too
   HF_TOKEN            token for gated or private repos; or a file: --token-file, HF_TOKEN_FILE,
                       /run/secrets/hf_token (Docker secret), huggingface's own token file
+                      (HF_TOKEN_PATH, else HF_HOME/token)
   HF_HUB_OFFLINE=1    same as --offline"""
 
 
@@ -85,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  seeder cache        du | prune the download cache\n\n"
         "options of every command (details: seeder COMMAND --help):\n"
         "  -m/--manifest PATH  -t/--target DIR  --cache DIR  --offline  --locked  --jobs N  --connections N\n"
-        "  --grace SECONDS  --token-file PATH  --allow-http  --log-format auto|json|console  -q|-v\n\n"
+        "  --grace SECONDS  --token-file PATH  --allow-http  --log-format auto|json|console  -q/--quiet|-v/--verbose\n\n"
         f"{ENV_HELP}\n\n{EXIT_CODES_HELP}",
     )
     parser.add_argument("--version", action="version", version=f"seeder {__version__}")

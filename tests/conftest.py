@@ -80,6 +80,21 @@ def run_seeder(*args: str, hub: FakeHub | None = None, cwd: Path | None = None, 
     return run
 
 
+def most_at_once(records, settle: float = 0.05) -> int:
+    """The largest number of the hub's logged requests in flight at one moment.
+
+    The server logs a request as finished a moment after the client has its last byte and may have sent
+    the next request, so each one counts as ending ``settle`` seconds early; keep requests longer than that.
+    """
+    records = [r for r in records if r.finished is not None]  # still being logged
+    edges = sorted([(r.started, 1) for r in records] + [(r.finished - settle, -1) for r in records])
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
 def url_entry(name: str, url: str, data: bytes) -> str:
     """A manifest's ``[[models]]`` entry for ``url``, pinned to ``data``'s sha256 and size."""
     return f'[[models]]\nname = "{name}"\nurl = "{url}"\nsha256 = "{sha256(data)}"\nsize = {len(data)}\n'

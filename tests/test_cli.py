@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import pty
 import struct
 import subprocess
@@ -12,7 +13,7 @@ import termios
 
 import pytest
 
-from tests.conftest import blob, run_seeder, seeder_env, url_entry, write_manifest
+from tests.conftest import ROOT, blob, run_seeder, seeder_env, url_entry, write_manifest
 
 
 def _manifest(hub, tmp_path, size=3 << 20):
@@ -81,3 +82,19 @@ def test_a_zero_timeout_is_refused(variable, tmp_path):
     run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t"),
                      env=seeder_env(None, **{variable: "0"}))
     assert run.code == 2 and "more than 0 seconds" in run.err, run
+
+
+def test_help_names_every_flag_and_every_setting_the_code_reads():
+    from seeder.cli import COMMANDS
+
+    env = seeder_env(None)
+    top = subprocess.run([sys.executable, "-m", "seeder", "--help"], env=env, capture_output=True, text=True).stdout
+    seed = subprocess.run([sys.executable, "-m", "seeder", "seed", "--help"], env=env, capture_output=True,
+                          text=True).stdout
+    read = set(re.findall(r'"(SEEDER_[A-Z_]+|HF_[A-Z_]+)"', "".join(
+        p.read_text() for p in (ROOT / "seeder").glob("*.py")))) - {"SEEDER_FAILPOINT", "HF_HUB_DISABLE_TELEMETRY"}  # a test hook; set, not read
+    assert read and not {v for v in read if v not in top}, sorted(v for v in read if v not in top)
+    flags = set(re.findall(r"--[a-z][a-z-]+", seed)) - {"--help"}
+    assert {"--jobs", "--connections", "--cache", "--offline", "--locked"} <= flags
+    assert not {f for f in flags if f not in top}, sorted(f for f in flags if f not in top)
+    assert all(c in top for c in COMMANDS) and "exit codes" in top

@@ -616,6 +616,10 @@ def test_compose_settings_reach_the_seeder_and_the_build(engine, tmp_path):
     assert c["secrets"]["hf_token"]["file"] == "/dev/null"
     assert [s["source"] for s in seeder["secrets"]] == [s["source"] for s in app["build"]["secrets"]] == ["hf_token"]
     assert app["ports"][0]["published"] == "8000" and "models" in c["volumes"]
+    assert seeder["restart"] == "no" and seeder["read_only"] is True  # one-shot, hardened
+    assert app["depends_on"]["seeder"]["condition"] == "service_completed_successfully"
+    [mount] = app["volumes"]
+    assert (mount["source"], mount["target"], mount["read_only"]) == ("models", "/app/models", True)
 
     # One setting each, for both the seeder container and the app image's build.
     token = tmp_path / "token"
@@ -783,6 +787,14 @@ def test_app_builds_fetch_each_model_once(fakehub, models, sid, tmp_path):
 # ==================================================================================================
 # 5: the app image runs air-gapped
 # ==================================================================================================
+
+
+@docker_test
+def test_both_images_carry_oci_labels(stack):
+    for image, title in ((stack.seeder_image, "seeder"), (stack.app_image, "seeder reference app")):
+        labels = inspect(image)["Config"]["Labels"]
+        assert labels["org.opencontainers.image.title"] == title
+        assert labels["org.opencontainers.image.version"] and labels["org.opencontainers.image.licenses"]
 
 
 @docker_test

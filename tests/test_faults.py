@@ -3,6 +3,7 @@ with nothing bad ever at a final path."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -48,7 +49,8 @@ def _ok(final: Path) -> None:
 RECOVERABLE = {
     "reset mid-body": dict(kind="reset", after=SIZE // 2),
     "clean close before Content-Length": dict(kind="truncate", after=SIZE // 3),
-    "500 502 503 then success": None,  # three different statuses, set up below
+    "500 502 503 then success": (500, 502, 503),  # different statuses, one after the other
+    "408 425 then success": (408, 425),
     "429 Retry-After seconds": dict(kind="status", code=429, headers={"Retry-After": "1"}),
     "429 Retry-After http-date": dict(kind="status", code=429, headers={"Retry-After": "http-date in 2 s"}),
     "stall longer than the read timeout": dict(kind="stall", after=1000, seconds=30),
@@ -62,8 +64,8 @@ RECOVERABLE = {
 @pytest.mark.parametrize("fault", sorted(RECOVERABLE))
 def test_recoverable_fault_ends_verified(fault, source, mode, hub, tmp_path):
     m, final, match = _manifest(tmp_path, hub, source)
-    if RECOVERABLE[fault] is None:
-        for code in (500, 502, 503):
+    if isinstance(RECOVERABLE[fault], tuple):
+        for code in RECOVERABLE[fault]:
             hub.add_fault(match, "status", code=code)
     else:
         spec = dict(RECOVERABLE[fault])
@@ -187,3 +189,78 @@ def test_two_concurrent_seeders_both_succeed_and_fetch_once(hub, tmp_path):
     assert hub.body_bytes() == sum(len(d) for d in files.values())
     for name, data in files.items():
         assert file_sha256(tmp_path / "t" / "m" / name) == sha256(data)
+
+
+@pytest.mark.parametrize("code", [401, 403, 404])
+@pytest.mark.parametrize("source", ["repo", "url"])
+def test_client_errors_are_not_retried(code, source, hub, tmp_path):
+    m, final, match = _manifest(tmp_path, hub, source)
+    hub.add_fault(match, "status", times=100, code=code)
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub, SEEDER_CONNECTIONS="1")
+    assert run.code == 3 and f"HTTP {code}" in run.err, run
+    assert len([r for r in hub.requests if r.method == "GET" and r.fault]) == 1  # asked once, not retried
+    assert not any(e["event"] == "retrying" for e in run.events)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_a_server_with_more_bytes_than_the_lock_says_gets_no_byte_past_its_size(mode, hub, tmp_path):
+    declared = SIZE // 2
+    url = hub.add_file("dl/longer.bin", DATA)  # the lock says half of what the server has
+    m = write_manifest(tmp_path / "models.toml", url_entry("m", url, DATA[:declared]).replace(
+        f"size = {len(DATA[:declared])}", f"size = {declared}"))
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub, **MODES[mode])
+    assert run.code == 1, run
+    assert str(declared) in run.err
+    assert not (tmp_path / "t" / "m").exists()
+    assert all(p.stat().st_size <= declared for p in (tmp_path / "t").rglob("*") if p.is_file())
+
+
+def test_a_small_repo_file_is_checked_against_its_git_blob_id(hub, tmp_path):
+    hub.add_repo("org/m", {"config.json": b'{"hidden_size": 384, "layers": 6}' * 20})
+    m = write_manifest(tmp_path / "models.toml", '[[models]]\nname = "m"\nrepo = "org/m"\n')
+    assert run_seeder("lock", "-m", str(m), hub=hub).code == 0
+    [entry] = json.loads((tmp_path / "models.lock").read_text())["models"][0]["files"]
+    assert entry.get("git_oid") and not entry.get("sha256")  # not LFS: the hub gives its git blob id only
+    hub.add_fault("config.json", "corrupt", times=100)
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 1 and "git blob id" in run.err, run
+    assert not (tmp_path / "t" / "m").exists()
+
+
+def test_a_server_that_never_accepts_the_connection_hits_the_connect_timeout(tmp_path):
+    # A full accept queue: the kernel drops further SYNs, so connect() itself hangs.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", port))
+        fillers.append(c)
+    time.sleep(0.2)
+    try:
+        m = write_manifest(tmp_path / "models.toml",
+                           f'[[models]]\nname = "m"\nurl = "http://127.0.0.1:{port}/x.bin"\nsha256 = "{"0" * 64}"\n'
+                           "size = 10\n")
+        started = time.monotonic()
+        run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"),
+                         env=seeder_env(None, SEEDER_CONNECT_TIMEOUT="1", SEEDER_READ_TIMEOUT="60", SEEDER_RETRIES="2"))
+        elapsed = time.monotonic() - started
+    finally:
+        for c in fillers:
+            c.close()
+        server.close()
+    assert run.code == 3 and "timed out" in run.err, run
+    assert elapsed < 20  # the read timeout (60 s) never came into it
+
+
+def test_retry_after_is_honoured_up_to_a_cap():
+    from seeder.transfer import RETRY_AFTER_MAX, _retry_after
+
+    assert _retry_after("7") == 7.0
+    assert _retry_after("100000") == RETRY_AFTER_MAX
+    assert _retry_after(formatdate(time.time() + 10 * RETRY_AFTER_MAX, usegmt=True)) == RETRY_AFTER_MAX
+    assert _retry_after(formatdate(time.time() - 60, usegmt=True)) == 0.0
+    assert _retry_after("soon") is None

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import blob, run_seeder, seeder_env, sha256
+from tests.conftest import blob, run_seeder, seeder_env, sha256, url_entry
 
 V1 = {
     "config.json": b'{"v": 1}',
@@ -218,3 +218,51 @@ def test_cache_du_and_prune_keep_what_the_manifest_needs(hub, tmp_path):
     hub.clear_log()
     assert run_seeder("-m", str(m), "-t", str(tmp_path / "t2"), "--cache", str(cache), hub=hub).code == 0
     assert hub.body_bytes() == 0
+
+
+def test_status_reports_stale_and_the_revision(hub, tmp_path):
+    m, target = _setup(hub, tmp_path)
+    rows = {r["name"]: r for r in json.loads(run_seeder("status", "--json", "-m", str(m), "-t", str(target)).out)}
+    assert rows["m"]["state"] == "complete" and rows["m"]["revision"] == "main"
+    m.write_text(m.read_text() + 'include = ["*.json"]\n')  # the manifest changed since install
+    rows = {r["name"]: r for r in json.loads(run_seeder("status", "--json", "-m", str(m), "-t", str(target)).out)}
+    assert rows["m"]["state"] == "stale" and "manifest changed" in rows["m"]["detail"]
+
+
+def test_a_reader_holding_an_old_file_open_keeps_reading_it_after_a_refresh(hub, tmp_path):
+    m, target = _setup(hub, tmp_path)
+    with open(target / "m" / "model.safetensors", "rb") as old:
+        head = old.read(1000)
+        hub.add_repo("org/m", V2)
+        run = run_seeder("refresh", "-m", str(m), "-t", str(target), hub=hub)  # grace 0: the old version goes
+        assert run.code == 0, run
+        assert not any(p.name == "old.txt" for p in (target / ".seeder" / "versions").rglob("*"))
+        assert head + old.read() == V1["model.safetensors"]
+    assert (target / "m" / "model.safetensors").read_bytes() == V2["model.safetensors"]
+
+
+def test_a_file_already_anywhere_in_the_target_is_reused_not_fetched(hub, tmp_path):
+    m, target = _setup(hub, tmp_path)
+    same = V1["model.safetensors"]
+    url = hub.add_file("copy/weights.bin", same)
+    m.write_text(m.read_text() + "\n" + url_entry("copy", url, same))
+    hub.clear_log()
+    run = run_seeder("-m", str(m), "-t", str(target), hub=hub)
+    assert run.code == 0, run
+    assert (target / "copy" / "weights.bin").read_bytes() == same
+    assert hub.body_bytes("copy/weights.bin") == 0
+
+
+def test_an_export_carries_the_lock_and_a_checksum_list(hub, tmp_path):
+    import tarfile
+
+    from seeder.bundle import LOCK_NAME, PREFIX, SUMS_NAME
+
+    m, target = _setup(hub, tmp_path)
+    bundle = tmp_path / "models.tar"
+    assert run_seeder("export", "-o", str(bundle), "-t", str(target)).code == 0
+    with tarfile.open(bundle) as tar:
+        names = tar.getnames()
+        sums = dict(line.split("  ")[::-1] for line in tar.extractfile(SUMS_NAME).read().decode().splitlines())
+    assert names[:2] == [LOCK_NAME, SUMS_NAME]
+    assert sums == {f"{PREFIX}m/{path}": sha256(data) for path, data in V1.items()}

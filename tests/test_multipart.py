@@ -18,7 +18,7 @@ from seeder import log, parts, transfer
 from seeder.config import Network
 from seeder.errors import IntegrityError
 from seeder.lock import LockedFile
-from tests.conftest import blob, run_seeder, seeder_env, sha256, url_entry
+from tests.conftest import most_at_once, blob, run_seeder, seeder_env, sha256, url_entry
 
 P = 64 << 10  # part size for these tests
 MULTI = {"SEEDER_PART_SIZE": str(P), "SEEDER_MULTIPART_MIN": "1", "SEEDER_CONNECTIONS": "4"}
@@ -357,3 +357,15 @@ def test_idle_connections_take_over_the_rest_of_a_stalled_part(hub, tmp_path):
     assert any(stalled[0] < a <= stalled[1] for a, _ in got), (stalled, got)
     # A split part's connection is closed at the split: what was in flight beyond it is lost, no more.
     assert hub.body_bytes() < 1.5 * len(data)
+
+
+def test_the_connections_flag_bounds_the_parts_in_flight(hub, tmp_path):
+    data = blob(3 << 20, seed=71)
+    m = tmp_path / "models.toml"
+    m.write_text(_url_model(hub, "m", data))
+    hub.throttle_bps = 1 << 20  # a quarter second per part
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), "--connections", "3", hub=hub,
+                     SEEDER_PART_SIZE=str(256 << 10), SEEDER_MULTIPART_MIN="1")
+    assert run.code == 0, run
+    assert (tmp_path / "t" / "m" / "m.bin").read_bytes() == data
+    assert most_at_once([r for r in hub.requests if r.kind == "files" and r.range]) == 3

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import blob, file_sha256, run_seeder, seeder_env, sha256, url_entry, write_manifest
+from tests.conftest import most_at_once, blob, file_sha256, run_seeder, seeder_env, sha256, url_entry, write_manifest
 
 COMMIT_RE = r"[0-9a-f]{40}"
 
@@ -432,3 +432,33 @@ def test_a_url_with_spaces_and_non_ascii_characters_is_fetched(hub, tmp_path):
     run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
     assert run.code == 0, run
     assert (tmp_path / "t" / "m" / "poids.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("jobs, expected", [("2", 2), (None, 4)], ids=["--jobs 2", "default"])
+def test_jobs_bounds_the_files_transferred_at_once(jobs, expected, hub, tmp_path):
+    files = {f"f{i}.bin": blob(100_000, seed=60 + i) for i in range(6)}
+    text = "".join(url_entry(name.split(".")[0], hub.add_file(name, data), data) + "\n" for name, data in files.items())
+    m = write_manifest(tmp_path / "models.toml", text)
+    hub.throttle_bps = 400_000  # a quarter second per file: their transfers overlap
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), *(["--jobs", jobs] if jobs else []), hub=hub)
+    assert run.code == 0, run
+    assert most_at_once([r for r in hub.requests if r.kind == "files"]) == expected
+
+
+def test_the_default_manifest_and_target_are_models_toml_and_models_in_the_working_directory(hub, tmp_path):
+    data = blob(10_000, seed=70)
+    write_manifest(tmp_path / "models.toml", url_entry("m", hub.add_file("w.bin", data), data))
+    proc = subprocess.run([sys.executable, "-m", "seeder"], env=seeder_env(hub.url), capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "models" / "m" / "w.bin").read_bytes() == data and (tmp_path / "models.lock").exists()
+
+
+def test_many_small_files_share_a_few_kept_alive_connections(hub, tmp_path):
+    hub.add_repo("org/many", {f"d/f{i:03d}.json": b'{"i": %d}' % i for i in range(40)})
+    m = write_manifest(tmp_path / "models.toml", '[[models]]\nname = "many"\nrepo = "org/many"\n')
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 0, run
+    gets = [r for r in hub.requests if r.method == "GET" and r.kind == "resolve"]
+    assert len(gets) == 40
+    assert len({r.conn for r in gets}) <= 4  # one connection per worker (--jobs 4), reused file after file
