@@ -4,6 +4,7 @@ with nothing bad ever at a final path."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -105,6 +106,8 @@ def test_corruption_twice_exits_1_and_nothing_lands(source, mode, hub, tmp_path)
     assert run.code == 1, run
     message = [e for e in run.events if e["level"] == "error"][-1]["event"]
     assert f"m/{final.name}" in message and sha256(DATA) in message and "expected" in message
+    actual = re.search(r"sha256 ([0-9a-f]{64}), expected", message)
+    assert actual and actual.group(1) != sha256(DATA)  # and what arrived instead
     assert not final.exists()
     assert not list((tmp_path / "t" / ".seeder" / "tmp").glob("*.part"))
 
