@@ -234,12 +234,15 @@ class Installer:
             blob = self.cache.blob(file)
             for attempt in (1, 2):
                 with self.cache.exclusive(file):
-                    if self.cache.has(file):
-                        self._count(reused=file.size)
-                    else:
+                    fetched = not self.cache.has(file)
+                    if fetched:
                         self._fetch(model, file, blob, progress)
+                    else:
+                        self._count(reused=file.size)
                 try:
-                    if sha256 := self._link_or_copy(blob, final, file):
+                    # A blob this run did not just verify is hashed on its way in: a cache is shared, and
+                    # its name alone proves nothing about its bytes.
+                    if sha256 := self._link_or_copy(blob, final, file, trusted=fetched):
                         self.sha256s[key] = sha256
                     return
                 except ContentMismatch as e:
@@ -273,9 +276,10 @@ class Installer:
         self._count(downloaded=result.fetched, reused=file.size - result.fetched)
         log.info("downloaded", model=model.name, file=file.path, bytes=result.fetched)
 
-    def _link_or_copy(self, source: Path, final: Path, file: LockedFile) -> str | None:
-        """Install ``source`` at ``final``: a hardlink (same inode, nothing to check) or a copy hashed
-        on the way. Returns the sha256 when it was computed."""
+    def _link_or_copy(self, source: Path, final: Path, file: LockedFile, trusted: bool = True) -> str | None:
+        """Install ``source`` at ``final``: a hardlink or a copy hashed on the way. A hardlink of a
+        ``trusted`` source (verified by this run, or stamped in this target) is not hashed again.
+        Returns the sha256 when it was computed."""
         from .transfer import Hasher, hash_file
 
         tmp = self.target.tmp / f"{file.digest}.{threading.get_ident()}.link"
@@ -284,7 +288,7 @@ class Installer:
         try:
             try:
                 os.link(source, tmp)
-                if file.sha256 is None:  # a small file pinned by git blob id: learn its sha256
+                if not trusted or file.sha256 is None:  # hashed through the link: the bytes installed
                     sha256 = hash_file(tmp, file).check()
             except OSError:
                 hasher = Hasher(file)

@@ -359,6 +359,28 @@ def test_cache_on_another_filesystem_is_copied_hashed_and_a_damaged_copy_refetch
         assert all(f["sha256"] for f in state["models"]["embedding"]["files"].values())
 
 
+def test_a_damaged_blob_in_a_cache_on_the_same_filesystem_is_never_installed(hub, tmp_path):
+    files = repo_files()
+    hub.add_repo("org/emb", files)
+    m = manifest(tmp_path / "models.toml", hub)
+    cache = tmp_path / "cache"
+    assert run_seeder("-m", str(m), "-t", str(tmp_path / "a"), "--cache", str(cache), hub=hub).code == 0
+    blob_path = cache / "blobs" / f"sha256-{sha256(files['model.safetensors'])}"
+    damaged = bytearray(files["model.safetensors"])
+    damaged[1000] ^= 0xFF
+    blob_path.unlink()  # a new inode: target "a" keeps its good copy
+    blob_path.write_bytes(bytes(damaged))  # right size, wrong bytes
+    hub.clear_log()
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "b"), "--cache", str(cache), hub=hub)
+    assert run.code == 0, run
+    installed = tmp_path / "b" / "embedding" / "model.safetensors"
+    assert installed.read_bytes() == files["model.safetensors"]
+    assert hub.body_bytes() == len(files["model.safetensors"])  # only the damaged blob came again
+    assert any(e["event"] == "cached copy damaged, downloading again" for e in run.events)
+    assert blob_path.read_bytes() == files["model.safetensors"]  # replaced in the cache too
+    assert run_seeder("--verify", "-m", str(m), "-t", str(tmp_path / "b"), hub=hub).code == 0
+
+
 def test_a_hardlinked_file_changed_in_place_is_not_reinstalled_from_the_cache(hub, tmp_path):
     files = repo_files()
     hub.add_repo("org/emb", files)
