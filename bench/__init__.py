@@ -1,0 +1,18 @@
+"""seeder's benchmark: cold, warm and verify against wget, curl, aria2c, huggingface_hub and sha256sum.
+
+    .venv/bin/python bench/run.py                 # everything; writes docs/benchmarks.md and docs/benchmarks.png
+    .venv/bin/python -m bench                     # the same, from the repository root
+    .venv/bin/python bench/run.py --runs 1 --only seeder,aria2c --no-write   # a quick look
+
+A local server on 127.0.0.1 (tests/fakehub.py: the fake Hugging Face hub, in this process) serves the
+hub API, repo files and plain URLs, capping every connection (default 50 MB/s) and, like the link
+behind a CDN, all connections together (default 8 x the per-connection cap). Content is generated
+(random bytes, so no layer can compress or deduplicate it) in the sizes of the default manifest: a
+~91 MB safetensors repo plus its small files, and a ~669 MB GGUF by URL. Every tool fetches the same
+files; each timing is the median of --runs runs (wall clock, process start to exit). See
+docs/benchmarks.md for what each row means.
+
+Needs: wget, curl, aria2 (Debian packages: installed with apt-get when missing and root), matplotlib
+(for the chart: pip-installed into this interpreter when missing). Docker and the repository's
+Dockerfile + docker-compose.yml are optional: without them that part is skipped with a note.
+"""

@@ -1,0 +1,1 @@
+"""What the benchmark measures, one module per part; each function takes the :class:`bench.harness.Bench`."""
