@@ -1,7 +1,7 @@
 """What every part of the benchmark shares: paths, sizes, output, and everything it takes from seeder.
 
-seeder's module paths are about to change: this is the one module of bench that names them (the imports
-below and the script of :data:`VERIFY_ONE_THREAD`), so it is the only one to edit when they move.
+This is the one module of bench that names seeder's modules (the imports below and the script of
+:data:`VERIFY_ONE_THREAD`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # tests.fakehub is not installed anywhere, and the seeder being measured is the one in this checkout.
 sys.path.insert(0, str(ROOT))
 
-from seeder.config import DEFAULT_MULTIPART_MIN, DEFAULT_PART_SIZE  # noqa: E402,F401
+from seeder.settings import DEFAULT_MULTIPART_MIN, DEFAULT_PART_SIZE  # noqa: E402,F401
 from tests.fakehub import FakeHub, load_dir  # noqa: E402,F401
 
 SEEDER = [sys.executable, "-m", "seeder"]
@@ -24,10 +24,10 @@ SEEDER_SOURCE = ROOT / "seeder"
 VERIFY_ONE_THREAD = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from seeder.seed import obtain_lock
-    from seeder.manifest import load
+    from seeder.resolve import obtain_lock
+    from seeder.spec.manifest import load
     from seeder.store import Target
-    from seeder.verify import verify
+    from seeder.store.verify import verify
     target = Target(Path(sys.argv[2]))
     lock = obtain_lock(load(Path(sys.argv[1])), target, locked=True, net=None)
     sys.exit(1 if verify(target, lock, jobs=1) else 0)

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 def check(models_dir: str | Path, *, fast: bool = True):
     """Problems found in ``models_dir`` (missing files, wrong sizes; digests too with ``fast=False``)."""
-    from .verify import check as _check
+    from .store.verify import check as _check
 
     return _check(models_dir, fast=fast)
 
@@ -30,7 +30,6 @@ def installed(models_dir: str | Path) -> list[dict]:
     for name, record in sorted(Target(Path(models_dir)).read_state().items()):
         entry = record.model.to_json()
         entry["installed_at"] = record.installed_at
-        entry["files"] = [{**f, "sha256": record.files[f["path"]].get("sha256") or f.get("sha256")}
-                          for f in entry["files"]]
+        entry["files"] = [{**f, "sha256": record.sha256(f["path"])} for f in entry["files"]]
         out.append(entry)
     return out

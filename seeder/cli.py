@@ -6,38 +6,11 @@ import argparse
 import os
 import signal
 import sys
-from pathlib import Path
+import textwrap
 
-from . import __version__, log
-from .fmt import human_bytes
-from .errors import (EXIT_CODES_HELP, INTEGRITY, INTERNAL, INTERRUPTED, OK, TERMINATED, SeederError, StorageError,
-                     Terminated, UsageError)
-
-COMMANDS = ("seed", "verify", "lock", "refresh", "status", "export", "import", "export-image", "cache")
-
-ENV_HELP = """\
-environment:
-  SEEDER_MANIFEST     manifest path (default ./models.toml)
-  SEEDER_TARGET       target directory (default ./models)
-  SEEDER_CACHE        content-addressed download cache (e.g. a BuildKit cache mount)
-  SEEDER_LOG_FORMAT   auto | json | console
-  SEEDER_CA_BUNDLE    CA bundle for TLS (REQUESTS_CA_BUNDLE and SSL_CERT_FILE also work)
-  SEEDER_CONNECTIONS  parallel Range connections per large file (default 8; 1: one stream)
-  SEEDER_PART_SIZE    bytes per Range request (default 16M); SEEDER_MULTIPART_MIN: files at least
-                      this large are fetched in parts (default 16M)
-  SEEDER_CONNECT_TIMEOUT, SEEDER_READ_TIMEOUT
-                      seconds (default 10, 30); a stalled body counts as a read timeout
-  SEEDER_RETRIES      attempts per request (default 5); SEEDER_BACKOFF_MAX: longest wait between
-                      them in seconds (default 30)
-  SEEDER_GRACE        seconds a replaced model version stays for readers (default 5)
-  SEEDER_ALLOW_HTTP=1 same as --allow-http
-  SEEDER_PROGRESS_INTERVAL
-                      seconds between JSON progress events (default 5)
-  HF_ENDPOINT         Hugging Face endpoint or mirror; huggingface.co URLs follow it too
-  HF_TOKEN            token for gated or private repos; or a file: --token-file, HF_TOKEN_FILE,
-                      /run/secrets/hf_token (Docker secret), huggingface's own token file
-                      (HF_TOKEN_PATH, else HF_HOME/token)
-  HF_HUB_OFFLINE=1    same as --offline"""
+from . import __version__, log, settings
+from .commands import COMMANDS, command
+from .errors import EXIT_CODES_HELP, INTERNAL, INTERRUPTED, TERMINATED, SeederError, StorageError, Terminated
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,40 +19,38 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common() -> argparse.ArgumentParser:
+    """The options every command takes, from the settings table."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("common options")
-    g.add_argument("-m", "--manifest", default=os.environ.get("SEEDER_MANIFEST", "models.toml"),
-                   help="manifest file (default: %(default)s; env SEEDER_MANIFEST)")
-    g.add_argument("-t", "--target", default=os.environ.get("SEEDER_TARGET", "models"),
-                   help="directory to fill (default: %(default)s; env SEEDER_TARGET)")
-    g.add_argument("--cache", default=os.environ.get("SEEDER_CACHE") or None,
-                   help="content-addressed download cache; the target gets hardlinks or copies (env SEEDER_CACHE)")
-    g.add_argument("--offline", action="store_true", help="no network: seed from the lock and cache only")
-    g.add_argument("--locked", action="store_true", help="fail (exit 2) if models.lock is missing or out of date")
-    g.add_argument("--jobs", type=int, default=4, metavar="N", help="files transferred at once (default: 4)")
-    g.add_argument("--connections", type=int, metavar="N",
-                   help="parallel connections for one large file, 1 for a single stream (default: 8; "
-                        "env SEEDER_CONNECTIONS)")
-    g.add_argument("--token-file", metavar="PATH", help="read the hub token from this file")
-    g.add_argument("--grace", type=float, metavar="SECONDS",
-                   help="keep a replaced model version this long for readers mid-way (default: 5; env SEEDER_GRACE)")
-    g.add_argument("--allow-http", action="store_true", default=os.environ.get("SEEDER_ALLOW_HTTP") == "1",
-                   help="allow plain http:// to hosts other than localhost (env SEEDER_ALLOW_HTTP=1)")
-    g.add_argument("--log-format", choices=("auto", "json", "console"),
-                   default=os.environ.get("SEEDER_LOG_FORMAT", "auto"),
-                   help="auto: JSON lines unless stderr is a terminal (default: %(default)s)")
+    for s in settings.SETTINGS:
+        if s.flag is None:
+            continue
+        names = [n for n in (s.short, s.flag) if n]
+        env = ", ".join(s.env)
+        if s.is_switch:
+            g.add_argument(*names, dest=s.key, action="store_true", help=s.help + (f" (env {env})" if env else ""))
+            continue
+        extra = "; ".join(x for x in ("" if s.default is None else f"default: {settings.show(s.default)}",
+                                        f"env {env}" if env else "") if x)
+        g.add_argument(*names, dest=s.key, metavar=s.metavar, help=s.help + (f" ({extra})" if extra else ""))
     v = g.add_mutually_exclusive_group()
     v.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     v.add_argument("-v", "--verbose", action="store_true", help="debug output")
     return p
 
 
+def _options_summary() -> str:
+    flags = [f"{s.short + '/' if s.short else ''}{s.flag}{' ' + s.metavar if s.metavar else ''}"
+             for s in settings.SETTINGS if s.flag]
+    return textwrap.fill("  ".join([*flags, "-q/--quiet|-v/--verbose"]), 100, initial_indent="  ",
+                         subsequent_indent="  ", break_on_hyphens=False, break_long_words=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="seeder",
-        formatter_class=fmt,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fill a directory (a Docker volume or ./models) with the model files a manifest "
         "lists: resolved into models.lock, downloaded with retries and resume, sha256-verified, "
         "installed atomically.",
@@ -93,12 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
         "  seeder export-image save Docker images into one archive with a sha256 sidecar\n"
         "  seeder cache        du | prune the download cache\n\n"
         "options of every command (details: seeder COMMAND --help):\n"
-        "  -m/--manifest PATH  -t/--target DIR  --cache DIR  --offline  --locked  --jobs N  --connections N\n"
-        "  --grace SECONDS  --token-file PATH  --allow-http  --log-format auto|json|console  -q/--quiet|-v/--verbose\n\n"
-        f"{ENV_HELP}\n\n{EXIT_CODES_HELP}",
+        f"{_options_summary()}\n\n{settings.env_help()}\n\n{EXIT_CODES_HELP}",
     )
     parser.add_argument("--version", action="version", version=f"seeder {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_commands(parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser), common)
+    return parser
+
+
+def _add_commands(sub, common: argparse.ArgumentParser) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
     sub.add_parser("seed", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
                    help="fill the target from the manifest and its lock",
                    description="Fill the target. Uses models.lock when it matches the manifest, "
@@ -146,7 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="append", default=[], metavar="MANIFEST",
                    help="prune: also keep what this manifest's lock references (repeatable)")
     p.add_argument("--keep-days", type=float, metavar="N", help="prune: only delete blobs older than N days")
-    return parser
 
 
 def _normalise(argv: list[str]) -> list[str]:
@@ -171,20 +144,15 @@ def run() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = _normalise(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
-    log.configure(args.log_format, -1 if args.quiet else (1 if args.verbose else 0))
+    verbosity = -1 if args.quiet else (1 if args.verbose else 0)
+    log.configure("auto", verbosity)  # until the settings are read, so that a bad one is reported too
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        net = _network(args)
-        log.configure(args.log_format, -1 if args.quiet else (1 if args.verbose else 0), secrets=(net.token or "",))
-        if args.jobs < 1:
-            raise UsageError("--jobs must be at least 1")
-        if args.grace is None:
-            from .config import env_float
-
-            args.grace = env_float("SEEDER_GRACE", 5.0)
-        handler = {"seed": _seed, "verify": _verify, "lock": _lock, "refresh": _refresh, "status": _status,
-                   "export": _export, "import": _import, "export-image": _export_image, "cache": _cache}
-        return handler[args.command](args, net)
+        cfg = settings.load(vars(args))
+        log.configure(cfg.log_format, verbosity, progress_interval=cfg.progress_interval)
+        net = cfg.network()
+        log.configure(cfg.log_format, verbosity, secrets=(net.token or "",), progress_interval=cfg.progress_interval)
+        return command(args.command).run(args, cfg, net)
     except SeederError as e:
         log.error(log.redact(str(e)), exit_code=e.exit_code)
         return e.exit_code
@@ -212,148 +180,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _terminate(signum, frame) -> None:
     raise Terminated
-
-
-def _network(args):
-    from .config import network_from_env
-
-    return network_from_env(offline=args.offline, allow_http=args.allow_http, token_file=args.token_file,
-                            connections=args.connections)
-
-
-def _paths(args):
-    from . import manifest
-    from .store import Cache, Target
-
-    return (manifest.load(Path(args.manifest)), Target(Path(args.target)),
-            Cache(Path(args.cache)) if args.cache else None)
-
-
-def _seed(args, net) -> int:
-    from .seed import seed
-
-    manifest, target, cache = _paths(args)
-    summary = seed(manifest, target, cache, net, locked=args.locked, jobs=args.jobs, grace=args.grace)
-    summary.emit()
-    return OK
-
-
-def _verify(args, net) -> int:
-    from .seed import obtain_lock
-    from .store import Target
-    from .verify import installed_lock, verify
-
-    target = Target(Path(args.target))
-    state = target.read_state()
-    if Path(args.manifest).exists():
-        manifest, _, _ = _paths(args)
-        lock = obtain_lock(manifest, target, locked=True, net=None)
-    else:
-        lock = installed_lock(state)
-        if not lock.models:
-            raise UsageError(f"no manifest at {args.manifest} and nothing installed in {target.root}")
-    problems = verify(target, lock, fast=args.fast, state=state)
-    for p in problems:
-        log.error("verify failed", model=p.model, file=p.path, problem=p.kind, detail=p.detail)
-    files = sum(len(m.files) for m in lock.models)
-    log.info("verify", models=len(lock.models), files=files, problems=len(problems),
-             mode="fast" if args.fast else "sha256")
-    return INTEGRITY if problems else OK
-
-
-def _lock(args, net) -> int:
-    from . import lock as lockfile
-    from .lock import Lock
-    from .resolve import resolve
-    from .seed import save_lock
-    from .transfer import Client
-
-    manifest, target, _ = _paths(args)
-    if net.offline:
-        raise UsageError("seeder lock needs the hub; it cannot run --offline")
-    path = lockfile.lock_path_for(manifest.path)
-    current = lockfile.read(path) or Lock(models=())
-    names = [m.name for m in manifest.models] if args.upgrade else current.stale_models(manifest)
-    fresh = resolve(manifest, names, net, Client(net))
-    save_lock(current.updated(manifest, fresh), path, target=None)
-    return OK
-
-
-def _refresh(args, net) -> int:
-    from .refresh import refresh
-
-    if net.offline:
-        raise UsageError("seeder refresh needs the hub; it cannot run --offline")
-    manifest, target, cache = _paths(args)
-    summary = refresh(manifest, target, cache, net, jobs=args.jobs, dry_run=args.dry_run,
-                      keep_removed=args.keep_removed, grace=args.grace)
-    if not args.dry_run:
-        summary.emit()
-    return OK
-
-
-def _status(args, net) -> int:
-    import json
-
-    from . import manifest as manifests
-    from .seed import current_lock
-    from .status import render_table, status, to_json
-    from .store import Target
-
-    target = Target(Path(args.target))
-    manifest = lock = None
-    if Path(args.manifest).exists():
-        manifest = manifests.load(Path(args.manifest))
-        lock = current_lock(manifest, target)
-    rows = status(target, manifest, lock, deep=args.deep)
-    print(json.dumps(to_json(rows), indent=2) if args.json else render_table(rows))
-    return OK
-
-
-def _export(args, net) -> int:
-    from .bundle import export
-    from .store import Target
-
-    files = export(Target(Path(args.target)), Path(args.output))
-    log.info("exported", output=args.output, files=files)
-    return OK
-
-
-def _import(args, net) -> int:
-    from .bundle import import_bundle
-    from .store import Target
-
-    summary = import_bundle(Path(args.bundle), Target(Path(args.target)), args.jobs)
-    summary.emit()
-    return OK
-
-
-def _export_image(args, net) -> int:
-    from .images import export_images, load_command
-
-    digest = export_images(args.images, Path(args.output))
-    log.info("images exported", output=args.output, images=args.images, sha256=digest,
-             load=load_command(Path(args.output)))
-    return OK
-
-
-def _cache(args, net) -> int:
-    from .housekeeping import du, prune, referenced
-    from .store import Cache
-
-    if not args.cache:
-        raise UsageError("seeder cache needs --cache DIR (or SEEDER_CACHE)")
-    cache = Cache(Path(args.cache))
-    if args.action == "du":
-        usage = du(cache)
-        print(f"{usage.blobs} files, {human_bytes(usage.bytes)} in {cache.root}"
-              + (f"; {usage.partials} partial downloads, {human_bytes(usage.partial_bytes)}" if usage.partials else ""))
-        return OK
-    keep = referenced([Path(p) for p in (args.manifest, *args.keep)])
-    removed = prune(cache, keep, args.keep_days)
-    log.info("cache pruned", files=removed.blobs + removed.partials, bytes=removed.bytes + removed.partial_bytes,
-             kept=len(keep))
-    return OK
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ JSONRenderer gives.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -18,17 +17,20 @@ from datetime import datetime, timezone
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 _lock = threading.Lock()
-_state = {"json": False, "min_level": 20, "secrets": (), "console": None}
+_state = {"json": False, "min_level": 20, "secrets": (), "console": None, "interval": 5.0}
 
 
-def configure(fmt: str = "auto", verbosity: int = 0, secrets: tuple[str, ...] = ()) -> None:
-    """``fmt``: auto (JSON unless stderr is a terminal), json or console. ``verbosity``: -1 quiet, 0, 1 verbose."""
+def configure(fmt: str = "auto", verbosity: int = 0, secrets: tuple[str, ...] = (),
+              progress_interval: float = 5.0) -> None:
+    """``fmt``: auto (JSON unless stderr is a terminal), json or console. ``verbosity``: -1 quiet, 0, 1 verbose.
+    ``progress_interval``: seconds between JSON progress events of a file."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     _state.update(
         json=use_json,
         min_level={-1: 30, 0: 20}.get(verbosity, 10),
         secrets=tuple(s for s in secrets if s),
         console=None,
+        interval=progress_interval,
     )
 
 
@@ -85,10 +87,7 @@ class Progress:
 
     def __init__(self, total: int):
         self.total = total
-        try:
-            self.interval = float(os.environ.get("SEEDER_PROGRESS_INTERVAL", 5))
-        except ValueError:
-            self.interval = 5.0
+        self.interval = _state["interval"]
         self._bar = None
         if not _state["json"] and sys.stderr.isatty() and _state["min_level"] <= 20 and total:
             from tqdm import tqdm

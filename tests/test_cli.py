@@ -92,7 +92,7 @@ def test_help_names_every_flag_and_every_setting_the_code_reads():
     seed = subprocess.run([sys.executable, "-m", "seeder", "seed", "--help"], env=env, capture_output=True,
                           text=True).stdout
     read = set(re.findall(r'"(SEEDER_[A-Z_]+|HF_[A-Z_]+)"', "".join(
-        p.read_text() for p in (ROOT / "seeder").glob("*.py")))) - {"SEEDER_FAILPOINT", "HF_HUB_DISABLE_TELEMETRY"}  # a test hook; set, not read
+        p.read_text() for p in (ROOT / "seeder").rglob("*.py")))) - {"SEEDER_FAILPOINT", "HF_HUB_DISABLE_TELEMETRY"}  # a test hook; set, not read
     assert read and not {v for v in read if v not in top}, sorted(v for v in read if v not in top)
     flags = set(re.findall(r"--[a-z][a-z-]+", seed)) - {"--help"}
     assert {"--jobs", "--connections", "--cache", "--offline", "--locked"} <= flags

@@ -260,7 +260,7 @@ def test_a_server_that_never_accepts_the_connection_hits_the_connect_timeout(tmp
 
 
 def test_retry_after_is_honoured_up_to_a_cap():
-    from seeder.transfer import RETRY_AFTER_MAX, _retry_after
+    from seeder.fetch.retry import RETRY_AFTER_MAX, retry_after as _retry_after
 
     assert _retry_after("7") == 7.0
     assert _retry_after("100000") == RETRY_AFTER_MAX

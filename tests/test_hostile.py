@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seeder import lock as lockfile
+from seeder.spec import lock as lockfile
 from seeder.errors import LockError
 from tests.conftest import blob, run_seeder, sha256
 

@@ -256,7 +256,7 @@ def test_a_file_already_anywhere_in_the_target_is_reused_not_fetched(hub, tmp_pa
 def test_an_export_carries_the_lock_and_a_checksum_list(hub, tmp_path):
     import tarfile
 
-    from seeder.bundle import LOCK_NAME, PREFIX, SUMS_NAME
+    from seeder.commands.bundle import LOCK_NAME, PREFIX, SUMS_NAME
 
     m, target = _setup(hub, tmp_path)
     bundle = tmp_path / "models.tar"

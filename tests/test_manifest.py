@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seeder import manifest
+from seeder.spec import manifest
 from seeder.errors import ManifestError
 from tests.conftest import run_seeder
 

@@ -14,10 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from seeder import log, parts, transfer
-from seeder.config import Network
+from seeder import log
+from seeder.fetch import partial as parts
+from seeder.fetch.download import download
+from seeder.fetch.partial import Downloaded
+from seeder.fetch.transport import Client
+from seeder.settings import Network, Parts
 from seeder.errors import IntegrityError
-from seeder.lock import LockedFile
+from seeder.spec.lock import LockedFile
 from tests.conftest import most_at_once, blob, run_seeder, seeder_env, sha256, url_entry
 
 P = 64 << 10  # part size for these tests
@@ -43,7 +47,7 @@ def _ranges(hub, match: str) -> list[tuple[int, int, int]]:
 
 
 def _covered(ranges: list[tuple[int, int, int]]) -> list[list[int]]:
-    return parts._merge((a, b + 1) for a, b, status in ranges if status == 206)
+    return parts.merge((a, b + 1) for a, b, status in ranges if status == 206)
 
 
 def _part(target: Path, data: bytes) -> Path:
@@ -232,13 +236,16 @@ def test_persistent_5xx_on_parts_exits_3_in_bounded_time(hub, tmp_path):
 # -- in-process: partial layouts handed between the single-stream and multi-part paths ------------------
 
 
-def _download(hub, data: bytes, part: Path, **net) -> transfer.Downloaded:
+def _client(connections: int = 8, **net) -> Client:
+    return Client(Network(**net), Parts(connections=connections, part_size=P, multipart_min=1))
+
+
+def _download(hub, data: bytes, part: Path, **net) -> Downloaded:
     url = hub.add_file("x/file.bin", data)
     file = LockedFile(path="file.bin", size=len(data), sha256=sha256(data))
-    settings = dict(endpoint=hub.url, retries=3, backoff_max=0.1, read_timeout=2, part_size=P, multipart_min=1)
-    client = transfer.Client(Network(**(settings | net)))
+    client = _client(**(dict(endpoint=hub.url, retries=3, backoff_max=0.1, read_timeout=2) | net))
     progress = log.Progress(len(data)).file("m", "file.bin", len(data))
-    return transfer.download(client, [url], part, file, progress, "m")
+    return download(client, [url], part, file, progress, "m")
 
 
 def _prepared_partial(tmp_path: Path, data: bytes, ranges: list[list[int]]) -> Path:
@@ -316,11 +323,11 @@ def test_server_with_a_different_size_is_an_integrity_error(hub, tmp_path):
     data = blob(10 * P, seed=57)
     hub.add_file("x/file.bin", data[:-1])  # the server's file is one byte short of the lock's
     file = LockedFile(path="file.bin", size=len(data), sha256=sha256(data))
-    client = transfer.Client(Network(endpoint=hub.url, retries=2, backoff_max=0.1, part_size=P, multipart_min=1))
+    client = _client(endpoint=hub.url, retries=2, backoff_max=0.1)
     progress = log.Progress(len(data)).file("m", "file.bin", len(data))
     part = tmp_path / "file.part"
     with pytest.raises(IntegrityError, match="expected"):
-        transfer.download(client, [f"{hub.url}/files/x/file.bin"], part, file, progress, "m")
+        download(client, [f"{hub.url}/files/x/file.bin"], part, file, progress, "m")
     assert not part.exists() and not parts.sidecar(part).exists()
 
 
@@ -333,10 +340,10 @@ def test_zero_copy_throttled_server_serves_identical_ranges(hub, tmp_path):
     hub.throttle_total_bps = 16 << 20
     url = hub.add_file("x/file.bin", src)
     file = LockedFile(path="file.bin", size=len(data), sha256=sha256(data))
-    client = transfer.Client(Network(endpoint=hub.url, part_size=P, multipart_min=1, connections=4))
+    client = _client(connections=4, endpoint=hub.url)
     progress = log.Progress(len(data)).file("m", "file.bin", len(data))
     part = tmp_path / "file.part"
-    assert transfer.download(client, [url], part, file, progress, "m").sha256 == sha256(data)
+    assert download(client, [url], part, file, progress, "m").sha256 == sha256(data)
     assert part.read_bytes() == data
 
 

@@ -85,7 +85,7 @@ def test_a_secret_in_a_message_is_redacted(hub, tmp_path):
 
 
 def test_the_token_is_for_the_hub_origin_only():
-    from seeder.config import Network
+    from seeder.settings import Network
 
     net = Network(endpoint="https://Hub.example:8443")
     assert net.is_hub("https://hub.example:8443/org/m/resolve/main/x")

@@ -423,15 +423,35 @@ def test_dropping_a_model_needs_no_hub(hub, tmp_path):
     assert [x["name"] for x in json.loads((tmp_path / "models.lock").read_text())["models"]] == ["embedding"]
 
 
-@pytest.mark.parametrize("variable", ["SEEDER_GRACE", "SEEDER_READ_TIMEOUT", "SEEDER_PROGRESS_INTERVAL"])
-def test_a_bad_environment_value_is_a_usage_error_or_ignored(variable, hub, tmp_path):
+@pytest.mark.parametrize("variable", ["SEEDER_GRACE", "SEEDER_READ_TIMEOUT", "SEEDER_PROGRESS_INTERVAL",
+                                      "SEEDER_RETRIES", "SEEDER_PART_SIZE", "SEEDER_CONNECTIONS",
+                                      "SEEDER_ALLOW_HTTP", "HF_HUB_OFFLINE"])
+def test_a_bad_environment_value_is_a_usage_error(variable, hub, tmp_path):
     hub.add_repo("org/emb", repo_files())
     m = manifest(tmp_path / "models.toml", hub)
     run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub, **{variable: "abc"})
-    if variable == "SEEDER_PROGRESS_INTERVAL":
-        assert run.code == 0, run  # cosmetic: falls back to the default
-    else:
-        assert run.code == 2 and variable in run.err
+    assert run.code == 2 and variable in run.err, run
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("value, offline", [(v, True) for v in ("1", "true", "YES", "on")]
+                         + [(v, False) for v in ("0", "false", "no", "Off")])
+def test_every_boolean_variable_reads_the_same_words(value, offline, hub, tmp_path):
+    hub.add_repo("org/emb", repo_files())
+    m = manifest(tmp_path / "models.toml", hub)
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub, HF_HUB_OFFLINE=value)
+    assert run.code == (3 if offline else 0), run  # offline with no lock: resolving needs the hub
+    from seeder.settings import boolean
+
+    assert boolean("SEEDER_ALLOW_HTTP", value) is offline
+
+
+def test_a_bad_log_format_is_a_usage_error_from_the_flag_or_the_environment(tmp_path):
+    for flag, env, named in (([], {"SEEDER_LOG_FORMAT": "xml"}, "SEEDER_LOG_FORMAT"),
+                             (["--log-format", "xml"], {}, "--log-format")):
+        proc = subprocess.run([sys.executable, "-m", "seeder", "status", "-t", str(tmp_path), *flag],
+                              env=seeder_env(None, **env), capture_output=True, text=True)
+        assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_environment_equivalents_of_the_flags(hub, tmp_path):

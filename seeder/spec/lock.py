@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
-from .errors import LockError
+from ..errors import LockError
 from .manifest import Manifest
 from .paths import check_name, check_relpath
 

@@ -1,7 +1,8 @@
-"""Offline bundles: a target's models, lock and checksums in one tar (zstd when the name ends in .zst).
+"""``seeder export`` and ``seeder import``: a target's models, lock and checksums in one tar
+(zstd when the name ends in .zst), for air-gapped hosts.
 
-Import verifies every byte against the bundled lock in a staging area first,
-then installs through the normal installer, so a bad bundle changes nothing.
+Import verifies every byte against the bundled lock in a staging area first, then installs it
+through :func:`seeder.install.install` like any other lock, so a bad bundle changes nothing.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import tarfile
 import time
 from pathlib import Path
 
-from . import log
-from .config import Network
-from .errors import IntegrityError, LockError, UsageError
-from .lock import Lock, LockedFile, parse
-from .seed import Installer, Summary
-from .store import Cache, Target, copy_hashed, storage_error
-from .verify import installed_lock, verify
+from .. import log
+from ..errors import OK, IntegrityError, LockError, UsageError
+from ..fetch.partial import partial_path
+from ..install import Summary, install
+from ..integrity import ContentMismatch, Hasher
+from ..spec.lock import Lock, LockedFile, parse
+from ..store import Cache, Target
+from ..store.fs import copy_hashed, storage_error
+from ..store.verify import installed_lock, verify
+from . import target_of
 
 LOCK_NAME, SUMS_NAME, PREFIX = "models.lock", "SHA256SUMS", "models/"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -39,8 +43,6 @@ class _HashingReader(io.RawIOBase):
     """Feeds what tarfile reads from a file through the file's digests."""
 
     def __init__(self, fh, file: LockedFile):
-        from .transfer import Hasher
-
         self.fh, self.hasher = fh, Hasher(file)
 
     def readable(self) -> bool:
@@ -54,8 +56,6 @@ class _HashingReader(io.RawIOBase):
 
 def export(target: Target, output: Path) -> int:
     """Write the bundle; returns the number of files. Files that no longer match their lock abort it."""
-    from .transfer import ContentMismatch
-
     state = target.read_state()
     lock = installed_lock(state)
     if not lock.models:
@@ -63,7 +63,7 @@ def export(target: Target, output: Path) -> int:
     if problems := verify(target, lock, fast=True, state=state):
         raise IntegrityError(f"{target.root} is not intact ({problems[0]}); run seeder first")
     members = [(m, f) for m in lock.models for f in m.files]
-    sums = "".join(f"{state[m.name].files[f.path]['sha256']}  {PREFIX}{m.name}/{f.path}\n" for m, f in members)
+    sums = "".join(f"{state[m.name].sha256(f.path)}  {PREFIX}{m.name}/{f.path}\n" for m, f in members)
     tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
     total = sum(f.size for _, f in members)
     done, last = 0, time.monotonic()
@@ -118,20 +118,14 @@ def _open_input(path: Path):
     return raw, raw
 
 
-def import_bundle(path: Path, target: Target, jobs: int) -> Summary:
-    """Verify the whole bundle into staging, then install atomically like a refresh."""
+def import_bundle(path: Path, target: Target, jobs: int, grace: float) -> Summary:
+    """Verify the whole bundle into staging, then install it like a refresh, with no network."""
     target.ensure()
     staging = Cache(target.meta / f"import-{os.getpid()}")
     staging.ensure()
     try:
         lock = _unpack_verified(path, staging)
-        with target.exclusive():
-            target.clear_marker()
-            summary = Installer(target, staging, Network(offline=True), jobs).run(lock)
-            from .store import write_atomic
-
-            write_atomic(target.lock_copy, lock.dumps())
-        return summary
+        return install(lock, target, cache=staging, jobs=jobs, grace=grace, record_lock=True)
     finally:
         shutil.rmtree(staging.root, ignore_errors=True)
 
@@ -180,14 +174,12 @@ def _read_sums(tar: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, str]:
 
 
 def _stage(tar, member, file: LockedFile | None, sums: dict[str, str], staging: Cache, path: Path) -> None:
-    from .transfer import ContentMismatch, Hasher
-
     if file is None or not member.isfile():
         raise IntegrityError(f"{path}: unexpected or duplicate member {member.name!r}")
     if member.size != file.size:
         raise IntegrityError(f"{path}: {member.name} is {member.size} bytes, the lock says {file.size}")
     blob = staging.blob(file)
-    part = staging.tmp / f"{file.digest}.part"
+    part = partial_path(staging.tmp, file)
     hasher = Hasher(file)
     try:
         copy_hashed(tar.extractfile(member), part, hasher)
@@ -199,3 +191,12 @@ def _stage(tar, member, file: LockedFile | None, sums: dict[str, str], staging: 
     if sums.get(member.name) != digest:
         raise IntegrityError(f"{path}: {member.name} does not match {SUMS_NAME}")
     os.replace(part, blob)
+
+
+def run(args, cfg, net) -> int:
+    if args.command == "export":
+        files = export(target_of(cfg), Path(args.output))
+        log.info("exported", output=args.output, files=files)
+    else:
+        import_bundle(Path(args.bundle), target_of(cfg), cfg.jobs, cfg.grace).emit()
+    return OK

@@ -13,12 +13,13 @@ from __future__ import annotations
 import http.client
 import os
 import ssl
+import threading
 from collections.abc import Iterator, Mapping
 from functools import cache
 from urllib.parse import quote, urljoin, urlsplit
 
-from .config import Network
-from .errors import RemoteError, TransientError, UsageError, tls_failure
+from ..errors import RemoteError, TransientError, UsageError, tls_failure
+from ..settings import Network, Parts
 
 MAX_REDIRECTS = 10
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -56,8 +57,8 @@ class Response:
 
 def safe(url: str) -> str:
     """``url`` without query and fragment (signed CDN URLs carry credentials there)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    split = urlsplit(url)
+    return f"{split.scheme}://{split.netloc}{split.path}"
 
 
 def environment_matters() -> bool:
@@ -69,8 +70,29 @@ def environment_matters() -> bool:
     return any(os.path.exists(os.path.join(home, name)) for name in (".netrc", "_netrc"))
 
 
-def new_session(net: Network, proxied: bool) -> AnySession:
-    return RequestsSession(net) if proxied else Session(net)
+class Client:
+    """One per run; each thread gets its own session so connections are reused."""
+
+    def __init__(self, net: Network, parts: Parts | None = None):
+        self.net = net
+        self.parts = parts or Parts()
+        self._local = threading.local()
+        self._proxied = environment_matters()
+
+    @property
+    def session(self) -> AnySession:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = self.new_session()
+        return session
+
+    def new_session(self) -> AnySession:
+        """A session of its own (one keep-alive connection per host), e.g. for one part worker."""
+        return RequestsSession(self.net) if self._proxied else Session(self.net)
+
+    def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
+                session: AnySession | None = None, allow_redirects: bool = True) -> Response:
+        return (session or self.session).request(method, url, headers or {}, allow_redirects=allow_redirects)
 
 
 # -- http.client ---------------------------------------------------------------------------------------
@@ -155,11 +177,11 @@ class Session:
         return {}
 
     def _send(self, method: str, url: str, headers: dict[str, str]):
-        parts = urlsplit(url)
-        target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=_URL_SAFE)
+        split = urlsplit(url)
+        target = quote((split.path or "/") + (f"?{split.query}" if split.query else ""), safe=_URL_SAFE)
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
         for fresh in (False, True):
-            conn = self._connection(parts, fresh=fresh)
+            conn = self._connection(split, fresh=fresh)
             was_open = conn.sock is not None
             try:
                 if not was_open:
@@ -169,7 +191,7 @@ class Session:
                 return conn.getresponse(), conn
             except ssl.SSLCertVerificationError as e:
                 conn.close()
-                raise RemoteError(tls_failure(parts.netloc, e)) from None
+                raise RemoteError(tls_failure(split.netloc, e)) from None
             except ValueError as e:  # a URL http.client cannot send (control characters, ...)
                 conn.close()
                 raise RemoteError(f"cannot request {safe(url)}: {e}") from None
@@ -181,8 +203,8 @@ class Session:
                 raise TransientError(f"{type(e).__name__}: {_reason(e)}") from None
         raise AssertionError("unreachable")
 
-    def _connection(self, parts, fresh: bool) -> http.client.HTTPConnection:
-        key = _key(parts)
+    def _connection(self, split, fresh: bool) -> http.client.HTTPConnection:
+        key = _key(split)
         if (previous := self._last.pop(key, None)) is not None:
             previous.close()  # a caller that left a body unread: http.client can't send until it's gone
         conn = self._conns.get(key)
@@ -190,11 +212,11 @@ class Session:
             if conn is not None:
                 conn.close()
             timeout = self.net.connect_timeout
-            if parts.scheme == "https":
-                conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+            if split.scheme == "https":
+                conn = http.client.HTTPSConnection(split.hostname, split.port, timeout=timeout,
                                                    context=tls_context(self.net.ca_bundle))
             else:
-                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+                conn = http.client.HTTPConnection(split.hostname, split.port, timeout=timeout)
             self._conns[key] = conn
         return conn
 
@@ -222,8 +244,8 @@ def _header_text(value: str) -> str:
         return value
 
 
-def _key(parts) -> tuple[str, str, int | None]:
-    return parts.scheme, parts.hostname or "", parts.port
+def _key(split) -> tuple[str, str, int | None]:
+    return split.scheme, split.hostname or "", split.port
 
 
 def _reason(exc: BaseException) -> str:

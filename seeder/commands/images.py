@@ -1,4 +1,4 @@
-"""Save Docker images into one compressed archive with a sha256 sidecar, for air-gapped hosts."""
+"""``seeder export-image``: Docker images in one compressed archive with a sha256 sidecar, for air-gapped hosts."""
 
 from __future__ import annotations
 
@@ -6,8 +6,16 @@ import hashlib
 import os
 from pathlib import Path
 
-from .errors import RemoteError, UsageError
-from .store import storage_error
+from .. import log
+from ..errors import OK, RemoteError, UsageError
+from ..store.fs import storage_error
+
+
+def run(args, cfg, net) -> int:
+    digest = export_images(args.images, Path(args.output))
+    log.info("images exported", output=args.output, images=args.images, sha256=digest,
+             load=load_command(Path(args.output)))
+    return OK
 
 
 def export_images(names: list[str], output: Path) -> str:

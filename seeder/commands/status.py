@@ -1,14 +1,19 @@
-"""What a target holds, per model, and in what state."""
+"""``seeder status``: what a target holds, per model, and in what state."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from .fmt import human_bytes
-from .lock import Lock
-from .manifest import Manifest
-from .store import Target
-from .verify import verify
+from ..errors import OK
+from ..fmt import human_bytes
+from ..resolve import current_lock
+from ..spec import manifest as manifests
+from ..spec.lock import Lock
+from ..spec.manifest import Manifest
+from ..store import Target
+from ..store.verify import verify
+from . import target_of
 
 COMPLETE, PARTIAL, MISSING, STALE, MODIFIED, EXTRA = "complete", "partial", "missing", "stale", "modified", "extra"
 
@@ -69,3 +74,16 @@ def render_table(rows: list[ModelStatus]) -> str:
 
 def to_json(rows: list[ModelStatus]) -> list[dict]:
     return [asdict(r) for r in rows]
+
+
+def run(args, cfg, net) -> int:
+    import json
+
+    target = target_of(cfg)
+    manifest = lock = None
+    if Path(cfg.manifest).exists():
+        manifest = manifests.load(Path(cfg.manifest))
+        lock = current_lock(manifest, target)
+    rows = status(target, manifest, lock, deep=args.deep)
+    print(json.dumps(to_json(rows), indent=2) if args.json else render_table(rows))
+    return OK

@@ -1,17 +1,19 @@
-"""Refresh a target in place: re-resolve, fetch only new or changed bytes, switch each model atomically."""
+"""``seeder refresh``: re-resolve every model, fetch only new or changed bytes, switch each model
+atomically, and remove models the manifest no longer lists (unless ``--keep-removed``)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
-from . import log
-from . import lock as lockfile
-from .config import Network
-from .lock import Lock, LockedFile
-from .manifest import Manifest
-from .seed import Installer, Summary, save_lock
-from .store import Cache, Installed, Target
+from .. import log
+from ..errors import OK, UsageError
+from ..install import install
+from ..resolve import resolve, save_lock
+from ..spec import lock as lockfile
+from ..spec.lock import Lock, LockedFile
+from ..store.state import ModelRecord, State
+from . import cache_of, load_manifest, target_of
 
 
 @dataclass
@@ -33,13 +35,13 @@ class ModelChange:
                  bytes_updated=sum(n for _, n in self.updated), bytes_removed=sum(n for _, n in self.removed))
 
 
-def _files(record: Installed | None) -> dict[str, LockedFile]:
+def _files(record: ModelRecord | None) -> dict[str, LockedFile]:
     if record is None:
         return {}
     return {f.path: f for f in record.model.files}
 
 
-def diff(state: dict[str, Installed], new: Lock, keep_removed: bool) -> list[ModelChange]:
+def diff(state: State, new: Lock, keep_removed: bool) -> list[ModelChange]:
     """What installing ``new`` changes, per model, against what the target has."""
     changes = []
     for model in new.models:
@@ -59,34 +61,23 @@ def diff(state: dict[str, Installed], new: Lock, keep_removed: bool) -> list[Mod
     return changes
 
 
-def refresh(manifest: Manifest, target: Target, cache: Cache | None, net: Network, *, jobs: int,
-            dry_run: bool, keep_removed: bool, grace: float) -> Summary:
-    from .resolve import resolve
-    from .transfer import Client
-
+def run(args, cfg, net) -> int:
+    if net.offline:
+        raise UsageError("seeder refresh needs the hub; it cannot run --offline")
     started = time.monotonic()
-    fresh = resolve(manifest, [m.name for m in manifest.models], net, Client(net))
+    manifest, target = load_manifest(cfg), target_of(cfg)
+    fresh = resolve(manifest, [m.name for m in manifest.models], net)
     new = Lock(models=tuple(fresh[m.name] for m in manifest.models))
-    changes = diff(target.read_state(), new, keep_removed)
+    changes = diff(target.read_state(), new, args.keep_removed)
     for change in changes:
         if change.changed:
-            change.emit(dry_run)
-    if dry_run:
+            change.emit(args.dry_run)
+    if args.dry_run:
         log.info("dry run: nothing was touched", models_to_change=sum(c.changed for c in changes))
-        return Summary(models=[m.name for m in new.models])
+        return OK
     save_lock(new, lockfile.lock_path_for(manifest.path), target)
-    with target.exclusive():
-        target.clear_marker()
-        if cache is not None:
-            cache.ensure()
-        installer = Installer(target, cache, net, jobs, grace=grace)
-        summary = installer.run(new)
-        if not keep_removed:
-            state = installer.state
-            for name in sorted(set(state) - {m.name for m in new.models}):
-                target.remove_model(name)
-                del state[name]
-                log.info("removed", model=name)
-            target.write_state(state)
+    summary = install(new, target, cache=cache_of(cfg), net=net, parts=cfg.parts(), jobs=cfg.jobs, grace=cfg.grace,
+                      remove_unlisted=not args.keep_removed)
     summary.seconds = time.monotonic() - started
-    return summary
+    summary.emit()
+    return OK

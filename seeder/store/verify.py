@@ -1,4 +1,8 @@
-"""Check a target's files against a lock: sizes (fast) or full digests, hashed in parallel."""
+"""Check a target's files against a lock: sizes (fast) or full digests, hashed in parallel.
+
+This is what ``seeder verify`` and an app's start-up check (:func:`seeder.check`) run: it imports
+no download engine, hub client or HTTP library.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .lock import Lock, LockedFile, LockedModel
-from .store import Installed, Target
+from ..integrity import ContentMismatch, hash_file
+from ..spec.lock import Lock, LockedFile, LockedModel
+from .state import State
+from .target import Target
 
 
 @dataclass(frozen=True)
@@ -23,7 +29,7 @@ class Problem:
         return f"{where}: {self.detail}"
 
 
-def installed_lock(state: dict[str, Installed]) -> Lock:
+def installed_lock(state: State) -> Lock:
     """The lock as recorded in a target's state: what an app container can check against."""
     return Lock(models=tuple(record.model for record in state.values()))
 
@@ -38,8 +44,6 @@ def _check_file(target: Target, model: LockedModel, file: LockedFile, fast: bool
         return Problem(model.name, file.path, "size", f"size {size}, expected {file.size}")
     if fast:
         return None
-    from .transfer import ContentMismatch, hash_file
-
     try:
         hash_file(path, file).check()
     except ContentMismatch as e:
@@ -50,7 +54,7 @@ def _check_file(target: Target, model: LockedModel, file: LockedFile, fast: bool
 
 
 def verify(target: Target, lock: Lock, *, fast: bool = False, jobs: int | None = None,
-           state: dict[str, Installed] | None = None) -> list[Problem]:
+           state: State | None = None) -> list[Problem]:
     """Problems of ``lock``'s models in ``target``; ``state``: the target's, when the caller has read it."""
     state = target.read_state() if state is None else state
     problems: list[Problem] = []

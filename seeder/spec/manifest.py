@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .errors import ManifestError
+from ..errors import ManifestError
 from .paths import check_name, check_relpath
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -48,10 +48,14 @@ class ModelSpec:
     source: RepoSource | UrlSource
 
     @property
+    def kind(self) -> str:
+        """The lock entry kind this resolves to, which names its source (see :mod:`seeder.sources`)."""
+        return "repo" if isinstance(self.source, RepoSource) else "url"
+
+    @property
     def fingerprint(self) -> str:
         """Digest of everything that decides what gets resolved: a lock entry is stale when it differs."""
-        kind = "repo" if isinstance(self.source, RepoSource) else "url"
-        blob = json.dumps({"name": self.name, kind: asdict(self.source)}, sort_keys=True)
+        blob = json.dumps({"name": self.name, self.kind: asdict(self.source)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 

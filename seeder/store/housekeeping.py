@@ -6,10 +6,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import lock as lockfile
-from . import manifest as manifests
-from .errors import UsageError
-from .store import Cache, file_lock
+from ..errors import UsageError
+from ..spec import lock as lockfile
+from ..spec import manifest as manifests
+from .cache import Cache
 
 
 @dataclass
@@ -65,7 +65,7 @@ def prune(cache: Cache, keep: set[str], keep_days: float | None) -> Usage:
             if digest in keep or (cutoff is not None and st.st_mtime > cutoff):
                 continue
             # The same per-blob lock a download holds, so nothing in flight is deleted.
-            with file_lock(cache.locks / f"{digest}.lock"):
+            with cache.exclusive(digest):
                 entry.unlink(missing_ok=True)
             if is_blob:
                 removed.blobs, removed.bytes = removed.blobs + 1, removed.bytes + st.st_size

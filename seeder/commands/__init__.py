@@ -1,0 +1,38 @@
+"""The commands: one module per ``seeder`` command, each a ``run(args, cfg, net)`` returning an exit code.
+
+A command is a thin function over the pipeline: it reads the manifest and lock (:mod:`seeder.spec`,
+:mod:`seeder.resolve`), applies a lock with :func:`seeder.install.install`, or reads a target
+(:mod:`seeder.store`). Commands may import every package below them, never :mod:`seeder.cli` or
+each other. Modules are imported when their command runs, so ``seeder verify`` loads no HTTP stack.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+from types import ModuleType
+
+from ..settings import Settings
+from ..spec import manifest as manifests
+from ..spec.manifest import Manifest
+from ..store import Cache, Target
+
+COMMANDS = {"seed": "seed", "verify": "verify", "lock": "lock", "refresh": "refresh", "status": "status",
+            "export": "bundle", "import": "bundle", "export-image": "images", "cache": "cache"}
+"""Command name -> the module in this package that runs it."""
+
+
+def command(name: str) -> ModuleType:
+    return import_module(f"{__name__}.{COMMANDS[name]}")
+
+
+def load_manifest(cfg: Settings) -> Manifest:
+    return manifests.load(Path(cfg.manifest))
+
+
+def target_of(cfg: Settings) -> Target:
+    return Target(Path(cfg.target))
+
+
+def cache_of(cfg: Settings) -> Cache | None:
+    return Cache(Path(cfg.cache)) if cfg.cache else None

@@ -1,0 +1,24 @@
+"""``seeder [seed]``: fill the target from the manifest and its lock; an intact target costs no request."""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import OK
+from ..install import Summary, install
+from ..resolve import obtain_lock
+from . import cache_of, load_manifest, target_of
+
+
+def run(args, cfg, net) -> int:
+    started = time.monotonic()
+    target = target_of(cfg)
+    lock = obtain_lock(load_manifest(cfg), target, locked=cfg.locked, net=net)
+    if target.is_complete(lock):
+        summary = Summary.warm(lock, time.monotonic() - started)
+    else:
+        summary = install(lock, target, cache=cache_of(cfg), net=net, parts=cfg.parts(), jobs=cfg.jobs,
+                          grace=cfg.grace, unless_complete=True)
+    summary.seconds = time.monotonic() - started
+    summary.emit()
+    return OK

@@ -1,0 +1,29 @@
+"""``seeder verify`` (or ``seeder --verify``): check every file of the target, exit 1 naming each problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import log
+from ..errors import INTEGRITY, OK, UsageError
+from ..resolve import obtain_lock
+from ..store.verify import installed_lock, verify
+from . import load_manifest, target_of
+
+
+def run(args, cfg, net) -> int:
+    target = target_of(cfg)
+    state = target.read_state()
+    if Path(cfg.manifest).exists():
+        lock = obtain_lock(load_manifest(cfg), target, locked=True, net=None)
+    else:
+        lock = installed_lock(state)
+        if not lock.models:
+            raise UsageError(f"no manifest at {cfg.manifest} and nothing installed in {target.root}")
+    problems = verify(target, lock, fast=args.fast, state=state)
+    for p in problems:
+        log.error("verify failed", model=p.model, file=p.path, problem=p.kind, detail=p.detail)
+    files = sum(len(m.files) for m in lock.models)
+    log.info("verify", models=len(lock.models), files=files, problems=len(problems),
+             mode="fast" if args.fast else "sha256")
+    return INTEGRITY if problems else OK

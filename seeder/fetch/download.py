@@ -1,0 +1,54 @@
+"""The dispatcher: one file from the first URL that works, in parts or as one stream, verified.
+
+A file at least :attr:`~seeder.settings.Parts.multipart_min` large goes to :mod:`.parts` (many
+connections); a server that ignores ``Range``, and every smaller file, go to :mod:`.stream`. A
+digest or size mismatch discards the partial and starts once more from scratch; a second mismatch
+is an :class:`~seeder.errors.IntegrityError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import log
+from ..errors import IntegrityError, RemoteError, TransientError
+from ..integrity import ContentMismatch
+from ..spec.lock import LockedFile
+from . import parts, stream
+from .partial import Downloaded, discard
+from .transport import Client, safe
+
+
+def download(client: Client, urls: list[str], part: Path, file: LockedFile, progress: log.FileProgress,
+             model: str) -> Downloaded:
+    """Fill ``part`` with ``file``'s bytes from the first URL that works; resume what is there."""
+    for attempt in (1, 2):
+        try:
+            return _any(client, urls, part, file, progress, model)
+        except ContentMismatch as e:
+            discard(part)
+            if attempt == 2:
+                raise IntegrityError(f"{model}/{file.path}: {e} (size {file.size})") from None
+            log.warning("checksum mismatch, downloading again", model=model, file=file.path, error=str(e))
+    raise AssertionError("unreachable")
+
+
+def _any(client: Client, urls: list[str], part: Path, file: LockedFile, progress, model: str) -> Downloaded:
+    last: RemoteError | None = None
+    for url in urls:
+        try:
+            if client.parts.multipart(file.size):
+                try:
+                    # Retries per part inside; gives up (TransientError) only when one part runs out of them.
+                    return parts.download(client, url, part, file, progress, model)
+                except parts.NoRanges as e:
+                    log.info("server ignores Range: one stream", model=model, file=file.path, reason=str(e))
+            return stream.download(client, url, part, file, progress, model)
+        except TransientError as e:
+            last = RemoteError(f"{model}/{file.path}: {e} (gave up after {client.net.retries} attempts)")
+        except RemoteError as e:
+            last = RemoteError(f"{model}/{file.path}: {e}")
+        if len(urls) > 1:
+            log.warning("source failed, trying next", model=model, file=file.path, url=safe(url), error=str(last))
+    assert last is not None
+    raise last

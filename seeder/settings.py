@@ -1,0 +1,324 @@
+"""Every setting in one table: its flag, environment variable, default, parser and help text.
+
+A value comes from the flag when given, else from the environment, else the default. The CLI
+builds its common options and the ``--help`` environment section from :data:`SETTINGS`; every
+variable goes through one of the parsers below, so a bad value always exits 2 naming it.
+Imports nothing of seeder but its errors (and the logger, to warn about an unreadable token).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import UsageError
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+DOCKER_SECRET = Path("/run/secrets/hf_token")
+DEFAULT_CONNECTIONS = 8
+DEFAULT_PART_SIZE = 16 << 20
+DEFAULT_MULTIPART_MIN = 16 << 20
+MAX_CONNECTIONS = 64
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+# -- parsers: (name, raw text) -> value; anything unusable is a UsageError naming the variable or flag ----
+
+
+def boolean(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise UsageError(f"{name}={raw!r} is not a boolean (1/true/yes/on or 0/false/no/off)")
+
+
+def number(lo: float | None = 0, hi: float | None = None, *, integer: bool = False, above: bool = False):
+    """A parser for numbers in ``[lo, hi]`` (``(lo, hi]`` with ``above``), whole ones with ``integer``."""
+    def parse(name: str, raw: str) -> float | int:
+        try:
+            value = int(raw) if integer else float(raw)
+        except ValueError:
+            raise UsageError(f"{name}={raw!r} is not a {'whole number' if integer else 'number'}") from None
+        if above and value <= lo:
+            raise UsageError(f"{name}={raw!r} must be more than {lo:g} seconds")
+        if lo is not None and value < lo or hi is not None and value > hi:
+            bounds = f"between {lo:g} and {hi:g}" if hi is not None else f"at least {lo:g}"
+            raise UsageError(f"{name}={raw!r} must be {bounds}")
+        return value
+
+    return parse
+
+
+def size(name: str, raw: str) -> int:
+    """A byte count: ``65536``, ``64K``, ``8M``, ``1G`` (powers of 1024)."""
+    text = raw.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = text[-1:] if text[-1:] in _UNITS else ""
+    try:
+        value = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} is not a size (e.g. 65536, 64K, 8M)") from None
+    if value < 1:
+        raise UsageError(f"{name}={raw!r} must be at least 1 byte")
+    return value
+
+
+def choice(*values: str):
+    def parse(name: str, raw: str) -> str:
+        if raw.strip().lower() not in values:
+            raise UsageError(f"{name}={raw!r} is not one of {', '.join(values)}")
+        return raw.strip().lower()
+
+    return parse
+
+
+def text(name: str, raw: str) -> str:
+    return raw
+
+
+def endpoint(name: str, raw: str) -> str:
+    value = raw.strip().rstrip("/") or DEFAULT_ENDPOINT
+    split = urlsplit(value)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        raise UsageError(f"{name}={value!r} is not an http(s) URL")
+    return value
+
+
+def existing_path(name: str, raw: str) -> str:
+    if not os.path.exists(raw):
+        raise UsageError(f"{name}={raw}: no such file or directory")
+    return raw
+
+
+# -- the table ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    """The attribute of :class:`Settings` ("": read where it is used, listed for --help)."""
+    env: tuple[str, ...]
+    """Variables read, first set wins."""
+    default: Any
+    parse: Callable[[str, str], Any]
+    help: str
+    flag: str | None = None
+    short: str | None = None
+    metavar: str | None = None
+
+    @property
+    def is_switch(self) -> bool:
+        return self.parse is boolean and self.flag is not None
+
+
+S = Setting
+SETTINGS: tuple[Setting, ...] = (
+    S("manifest", ("SEEDER_MANIFEST",), "models.toml", text, "manifest file", "--manifest", "-m", "PATH"),
+    S("target", ("SEEDER_TARGET",), "models", text, "directory to fill", "--target", "-t", "DIR"),
+    S("cache", ("SEEDER_CACHE",), None, text,
+      "content-addressed download cache (e.g. a BuildKit cache mount); the target gets hardlinks or copies",
+      "--cache", None, "DIR"),
+    S("offline", ("HF_HUB_OFFLINE",), False, boolean, "no network: seed from the lock and cache only", "--offline"),
+    S("locked", (), False, boolean, "fail (exit 2) if models.lock is missing or out of date", "--locked"),
+    S("jobs", (), 4, number(1, integer=True), "files transferred at once", "--jobs", None, "N"),
+    S("connections", ("SEEDER_CONNECTIONS",), DEFAULT_CONNECTIONS, number(1, MAX_CONNECTIONS, integer=True),
+      "parallel Range connections per large file (1: one stream)", "--connections", None, "N"),
+    S("part_size", ("SEEDER_PART_SIZE",), DEFAULT_PART_SIZE, size, "bytes per Range request (e.g. 16M)"),
+    S("multipart_min", ("SEEDER_MULTIPART_MIN",), DEFAULT_MULTIPART_MIN, size,
+      "files at least this large are fetched in parts"),
+    S("connect_timeout", ("SEEDER_CONNECT_TIMEOUT",), 10.0, number(0, above=True), "seconds to connect"),
+    S("read_timeout", ("SEEDER_READ_TIMEOUT",), 30.0, number(0, above=True),
+      "seconds without a byte before a read counts as stalled"),
+    S("retries", ("SEEDER_RETRIES",), 5, number(0, integer=True), "attempts per request"),
+    S("backoff_max", ("SEEDER_BACKOFF_MAX",), 30.0, number(0), "longest wait between attempts, in seconds"),
+    S("grace", ("SEEDER_GRACE",), 5.0, number(0),
+      "seconds a replaced model version stays for readers mid-way", "--grace", None, "SECONDS"),
+    S("allow_http", ("SEEDER_ALLOW_HTTP",), False, boolean, "allow plain http:// to hosts other than localhost",
+      "--allow-http"),
+    S("log_format", ("SEEDER_LOG_FORMAT",), "auto", choice("auto", "json", "console"),
+      "auto: JSON lines unless stderr is a terminal", "--log-format", None, "auto|json|console"),
+    S("progress_interval", ("SEEDER_PROGRESS_INTERVAL",), 5.0, number(0), "seconds between JSON progress events"),
+    S("ca_bundle", ("SEEDER_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE"), None,
+      existing_path, "CA bundle (file or directory) for TLS"),
+    S("endpoint", ("HF_ENDPOINT",), DEFAULT_ENDPOINT, endpoint,
+      "Hugging Face endpoint or mirror; huggingface.co URLs follow it too"),
+    S("token_file", (), None, text, "read the hub token from this file", "--token-file", None, "PATH"),
+    # Read by read_token, in this order after --token-file; listed here for --help.
+    S("", ("HF_TOKEN",), None, text, "token for gated or private repos"),
+    S("", ("HF_TOKEN_FILE",), None, text, "a file holding the token (then /run/secrets/hf_token, the Docker "
+      "secret; then huggingface's own token file)"),
+    S("", ("HF_TOKEN_PATH", "HF_HOME"), None, text, "huggingface's own token file (else HF_HOME/token)"),
+)
+
+
+def env_help() -> str:
+    import textwrap
+
+    lines = ["environment (a flag wins over its variable):"]
+    for s in SETTINGS:
+        if not s.env:
+            continue
+        default = "" if s.default in (None, False, "") else f" (default {show(s.default)})"
+        flag = f"; same as {s.flag}" if s.flag else ""
+        head = f"  {', '.join(s.env)}"
+        body = textwrap.fill(f"{s.help}{default}{flag}", 100, initial_indent=" " * 22, subsequent_indent=" " * 22)
+        lines.append(head.ljust(22) + body[22:] if len(head) < 21 else f"{head}\n{body}")
+    return "\n".join(lines)
+
+
+def show(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1 << 20 and value % (1 << 20) == 0:
+        return f"{value >> 20}M"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# -- what a run uses -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Parts:
+    """How one large file is split over connections."""
+
+    connections: int = DEFAULT_CONNECTIONS
+    """Parallel connections for one large file (``Range`` parts); 1 means a single stream."""
+    part_size: int = DEFAULT_PART_SIZE
+    """Bytes per ``Range`` request of a multi-part download (smaller near the end)."""
+    multipart_min: int = DEFAULT_MULTIPART_MIN
+    """Files at least this large are fetched in parts; smaller ones as one stream."""
+
+    def multipart(self, size: int) -> bool:
+        return self.connections > 1 and size >= max(self.multipart_min, 1)
+
+
+@dataclass(frozen=True)
+class Network:
+    """How to talk to servers. Timeouts are separate so a stalled body is detected quickly."""
+
+    endpoint: str = DEFAULT_ENDPOINT
+    token: str | None = field(default=None, repr=False)
+    offline: bool = False
+    allow_http: bool = False
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    retries: int = 5
+    """Attempts per request."""
+    backoff_max: float = 30.0
+    ca_bundle: str | None = None
+
+    def is_hub(self, url: str) -> bool:
+        """Whether ``url`` is on the hub itself (same scheme, host and port): the token goes nowhere else."""
+        a, b = urlsplit(url), urlsplit(self.endpoint)
+        return (a.scheme.lower(), a.netloc.lower()) == (b.scheme.lower(), b.netloc.lower())
+
+    @property
+    def verify(self) -> str | bool:
+        return self.ca_bundle or True
+
+    def check_url(self, url: str) -> None:
+        split = urlsplit(url)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise UsageError(f"not an http(s) URL: {split.scheme}://{split.netloc}{split.path}")
+        if split.scheme == "http" and not self.allow_http and not _is_local(split.hostname or ""):
+            raise UsageError(f"refusing plain http:// for {split.hostname}: use https or pass --allow-http")
+
+
+def _is_local(host: str) -> bool:
+    return host in _LOCAL_HOSTS or host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    manifest: str
+    target: str
+    cache: str | None
+    offline: bool
+    locked: bool
+    jobs: int
+    connections: int
+    part_size: int
+    multipart_min: int
+    connect_timeout: float
+    read_timeout: float
+    retries: int
+    backoff_max: float
+    grace: float
+    allow_http: bool
+    log_format: str
+    progress_interval: float
+    ca_bundle: str | None
+    endpoint: str
+    token_file: str | None
+
+    def network(self) -> Network:
+        net = Network(endpoint=self.endpoint, token=read_token(self.token_file), offline=self.offline,
+                      allow_http=self.allow_http, connect_timeout=self.connect_timeout,
+                      read_timeout=self.read_timeout, retries=max(1, self.retries), backoff_max=self.backoff_max,
+                      ca_bundle=self.ca_bundle)
+        net.check_url(self.endpoint)
+        return net
+
+    def parts(self) -> Parts:
+        return Parts(connections=self.connections, part_size=self.part_size, multipart_min=self.multipart_min)
+
+
+def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``flags`` (None or False: not given), else the environment, else the defaults."""
+    flags = flags or {}
+    environ = os.environ if environ is None else environ
+    values = {}
+    for s in SETTINGS:
+        if not s.key:
+            continue
+        given = flags.get(s.key)
+        if isinstance(given, str):
+            values[s.key] = s.parse(s.flag or s.key, given)
+        elif given:  # a switch
+            values[s.key] = True
+        elif var := next((v for v in s.env if environ.get(v) not in (None, "")), None):
+            values[s.key] = s.parse(var, environ[var])
+        else:
+            values[s.key] = s.default
+    return Settings(**values)
+
+
+def read_token(token_file: str | None = None) -> str | None:
+    """The hub token: --token-file, HF_TOKEN, HF_TOKEN_FILE, the Docker secret, then huggingface's own token file."""
+    if token_file:
+        return _read_token_file(Path(token_file), "--token-file")
+    if token := os.environ.get("HF_TOKEN", "").strip():
+        return token
+    if env_file := os.environ.get("HF_TOKEN_FILE"):
+        return _read_token_file(Path(env_file), "HF_TOKEN_FILE")
+    for candidate in (DOCKER_SECRET, _hf_token_path()):
+        if candidate.is_file():
+            try:
+                return candidate.read_text().strip() or None
+            except OSError as e:
+                # Typically a Compose secret (a bind mount) this uid cannot read: say so, or the only
+                # symptom is a 401 later.
+                from . import log
+
+                log.warning("cannot read token file; continuing without a token", path=str(candidate),
+                            error=e.strerror or str(e))
+    return None
+
+
+def _hf_token_path() -> Path:
+    if path := os.environ.get("HF_TOKEN_PATH"):
+        return Path(path)
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return Path(home) / "token"
+
+
+def _read_token_file(path: Path, source: str) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError as e:
+        raise UsageError(f"{source}: cannot read token file {path}: {e.strerror}") from None

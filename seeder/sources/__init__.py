@@ -1,0 +1,41 @@
+"""Where bytes come from: one module per kind of source, and the registry that picks it.
+
+Each module serves one ``kind`` of lock entry and has two functions: ``resolve(spec, manifest,
+client)`` turns its kind of manifest entry into a :class:`~seeder.spec.lock.LockedModel` (files,
+sizes, digests), and ``file_urls(model, file, net)`` says where a locked file's bytes can be fetched,
+in the order to try. A new kind of source is one module here and one line in :data:`KINDS`.
+May import :mod:`seeder.fetch` (to make requests), :mod:`seeder.spec` and the base modules, never
+:mod:`seeder.store` or above.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from types import ModuleType
+
+from .. import log
+from ..settings import Network
+from ..spec.lock import LockedFile, LockedModel
+from ..spec.manifest import Manifest
+
+KINDS = {"repo": "hub", "url": "url"}
+"""A lock entry's kind -> the module in this package that serves it."""
+
+
+def source(kind: str) -> ModuleType:
+    return import_module(f"{__name__}.{KINDS[kind]}")
+
+
+def file_urls(model: LockedModel, file: LockedFile, net: Network) -> list[str]:
+    """Where a locked file's bytes can be fetched, in the order to try."""
+    return source(model.kind).file_urls(model, file, net)
+
+
+def resolve(manifest: Manifest, names: list[str], client) -> dict[str, LockedModel]:
+    """Lock entries for the manifest models named in ``names``, each resolved by its kind of source."""
+    resolved = {}
+    for spec in manifest.models:
+        if spec.name in names:
+            log.info("resolving", model=spec.name)
+            resolved[spec.name] = source(spec.kind).resolve(spec, manifest, client)
+    return resolved

@@ -1,0 +1,41 @@
+"""The local content-addressed cache: ``blobs/<digest>`` holds exactly the bytes with that digest.
+
+Shared across targets and builds (a BuildKit cache mount). A blob's name is what it should hash to,
+not proof: the installer hashes a blob it did not just download on its way into a target.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..spec.lock import LockedFile
+from .fs import flocked, stamp, storage_error
+
+
+class Cache:
+    def __init__(self, root: Path):
+        self.root = root
+        self.blobs = root / "blobs"
+        self.tmp = root / "tmp"
+        self.locks = root / "locks"  # one flock file per digest: one writer per blob
+
+    def ensure(self) -> None:
+        for d in (self.blobs, self.tmp, self.locks):
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise storage_error(e, "create", d) from None
+
+    def blob(self, file: LockedFile) -> Path:
+        return self.blobs / file.digest
+
+    def has(self, file: LockedFile) -> bool:
+        st = stamp(self.blob(file))
+        return st is not None and st[0] == file.size
+
+    def exclusive(self, digest: str):
+        return flocked(self.locks / f"{digest}.lock")
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free

@@ -1,0 +1,110 @@
+"""Filesystem steps every store shares: durable atomic writes, stamps, flock, storage errors."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import BinaryIO
+
+from .. import failpoints
+from ..errors import StorageError
+
+Stamp = tuple[int, int, int]
+"""(size, mtime_ns, inode): a file that still carries its stamp was not replaced or rewritten."""
+
+
+@contextmanager
+def flocked(path: Path):
+    """Hold an exclusive ``flock`` on ``path`` (created if missing), waiting for it as long as it takes.
+
+    The kernel releases it when the process dies, so a killed seeder never leaves a stale one. The
+    file itself stays: removing it would let two processes each hold "the" flock on different inodes.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise storage_error(e, "lock", path) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def storage_error(e: OSError, action: str, path: Path | str) -> StorageError:
+    reasons = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
+               errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
+    return StorageError(f"cannot {action} {path}: {reasons.get(e.errno, e.strerror or str(e))}")
+
+
+def regular_or_absent(path: Path) -> None:
+    """Remove whatever is at ``path`` unless it is a regular file: a planted symlink must not redirect writes."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise storage_error(e, "inspect", path) from None
+    if not stat.S_ISREG(st.st_mode):
+        try:
+            path.unlink()
+        except OSError as e:
+            raise storage_error(e, "remove", path) from None
+
+
+def copy_hashed(source: BinaryIO, dest: Path, hasher) -> None:
+    """Copy a stream into a new file, feeding every block to ``hasher``, and make it durable."""
+    with open(dest, "wb") as out:
+        while block := source.read(1 << 20):
+            hasher.update(block)
+            out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        failpoints.hit(f"before-rename:{path.name}")
+        os.replace(tmp, path)
+    except OSError as e:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise storage_error(e, "write", path) from None
+    fsync_dir(path.parent)
+
+
+def stamp(path: Path) -> Stamp | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
