@@ -17,12 +17,16 @@ from tests.conftest import blob, run_seeder, seeder_env, url_entry, write_manife
 # Modules a warm run (and an app's start-up check) must not pay for.
 HEAVY = ("huggingface_hub", "requests", "urllib3", "httpx", "httpx2", "hf_xet", "tenacity", "tqdm", "structlog")
 
+# The download engine, the resolvers and the install path: a check of what is installed needs none of them.
+ENGINE = ("seeder.fetch", "seeder.sources", "seeder.install")
+
 PROBE = """
 import json, sys, time
 started = time.monotonic()
 {body}
 print(json.dumps({{"rc": rc, "seconds": time.monotonic() - started,
-                  "heavy": sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})}}))
+                  "heavy": sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r}),
+                  "engine": sorted(m for m in sys.modules if m.startswith({engine!r}))}}))
 """
 
 CLI = "from seeder.cli import main\nrc = main(sys.argv[1:])"
@@ -30,7 +34,7 @@ API = "import seeder\nrc = len(seeder.check(sys.argv[1]))"
 
 
 def _probe(body: str, *args: str, hub) -> dict:
-    code = PROBE.format(body=body, heavy=HEAVY)
+    code = PROBE.format(body=body, heavy=HEAVY, engine=ENGINE)
     proc = subprocess.run([sys.executable, "-c", code, *args], env=seeder_env(hub.url), capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -78,6 +82,20 @@ def test_verify_and_the_app_check_need_no_network_stack(seeded, hub):
     result = _probe(API, str(target), hub=hub)
     assert result["rc"] == 0 and result["heavy"] == []  # seeder.check(): no problems, nothing heavy
     assert hub.requests == []
+
+
+def test_verify_and_the_public_api_never_import_the_download_engine(seeded, hub):
+    m, target = seeded
+    for body, args in ((CLI, ("verify", "-m", str(m), "-t", str(target), "--log-format", "json")),
+                       (CLI, ("verify", "-t", str(target), "-m", str(target / "no-manifest.toml"))),
+                       (API, (str(target),)),
+                       ("import seeder\nrc = len(seeder.check(sys.argv[1], fast=False)) + 0 * len(seeder.installed(sys.argv[1]))",
+                        (str(target),))):
+        result = _probe(body, *args, hub=hub)
+        assert result["rc"] == 0 and result["engine"] == [] and result["heavy"] == [], (args, result)
+    # the probe sees the engine when it is there: a cold run loads it
+    result = _probe(CLI, "-m", str(m), "-t", str(target.parent / "cold"), "--log-format", "json", hub=hub)
+    assert result["rc"] == 0 and "seeder.fetch.download" in result["engine"]
 
 
 def test_a_cold_run_with_a_lock_downloads_without_requests_or_the_hub_client(seeded, hub, tmp_path):
