@@ -95,11 +95,14 @@ class Installer:
 
     @property
     def client(self):
-        if self._client is None:
-            from .fetch.transport import Client
+        # One per run, made by the first worker that needs it: each Client keeps its own per-thread
+        # connections, so a second one would open a second set.
+        with self._mutex:
+            if self._client is None:
+                from .fetch.transport import Client
 
-            self._client = Client(self.net, self.parts)
-        return self._client
+                self._client = Client(self.net, self.parts)
+            return self._client
 
     # -- planning --
 
