@@ -171,6 +171,13 @@ def test_export_import_round_trip_and_bad_bundles(hub, tmp_path):
     bundle = tmp_path / "models.tar.zst"
     run = run_seeder("export", "--output", str(bundle), "-t", str(target))
     assert run.code == 0, run
+    import tarfile
+
+    import zstandard
+
+    assert bundle.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # really zstd, not a tar named .zst
+    with zstandard.ZstdDecompressor().stream_reader(open(bundle, "rb")) as zst, tarfile.open(fileobj=zst, mode="r|") as tar:
+        assert tar.next().name == "models.lock"
 
     fresh = tmp_path / "fresh"
     run = run_seeder("import", str(bundle), "-t", str(fresh))

@@ -30,9 +30,9 @@ LOCK_NAME, SUMS_NAME, PREFIX = "models.lock", "SHA256SUMS", "models/"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def _open_output(path: Path):
+def _open_output(path: Path, compress: bool):
     raw = open(path, "wb")
-    if path.name.endswith(".zst"):
+    if compress:
         import zstandard
 
         return raw, zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(raw, closefd=False)
@@ -68,7 +68,7 @@ def export(target: Target, output: Path) -> int:
     total = sum(f.size for _, f in members)
     done, last = 0, time.monotonic()
     try:
-        raw, stream = _open_output(tmp)
+        raw, stream = _open_output(tmp, compress=output.name.endswith(".zst"))  # tmp's name ends in .tmp<pid>
         with raw:
             with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for name, data in ((LOCK_NAME, lock.dumps().encode()), (SUMS_NAME, sums.encode())):
