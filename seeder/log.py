@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
-_lock = threading.Lock()
+_write_mutex = threading.Lock()  # one line at a time, and never through the live bar
 _state = {"json": False, "min_level": 20, "secrets": (), "console": None, "interval": 5.0}
 
 
@@ -58,7 +58,7 @@ def emit(level: str, event: str, **fields: object) -> None:
         line = json.dumps(record, default=str)
     else:
         line = _console()(None, level, record)
-    with _lock:
+    with _write_mutex:
         if _state.get("bar") is not None:
             _state["bar"].write(redact(line), file=sys.stderr)  # above the live bar, not through it
         else:

@@ -18,10 +18,10 @@ class Cache:
         self.root = root
         self.blobs = root / "blobs"
         self.tmp = root / "tmp"
-        self.locks = root / "locks"  # one flock file per digest: one writer per blob
+        self.flocks = root / "locks"  # one flock file per digest: one writer per blob
 
     def ensure(self) -> None:
-        for d in (self.blobs, self.tmp, self.locks):
+        for d in (self.blobs, self.tmp, self.flocks):
             try:
                 d.mkdir(parents=True, exist_ok=True)
             except OSError as e:
@@ -35,7 +35,7 @@ class Cache:
         return st is not None and st[0] == file.size
 
     def exclusive(self, digest: str):
-        return flocked(self.locks / f"{digest}.lock")
+        return flocked(self.flocks / f"{digest}.lock")
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
