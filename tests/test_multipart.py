@@ -354,6 +354,9 @@ def test_idle_connections_take_over_the_rest_of_a_stalled_part(hub, tmp_path):
     (tmp_path / "models.toml").write_text(_url_model(hub, "m", data))
     hub.add_fault("/m/", "missing_headers", times=1)  # harmless: the probe gets it
     hub.add_fault("/m/", "stall", after=0, seconds=30)  # the next part stalls before its first byte
+    # Paced so the probe's 2 MiB outlasts the other connections' connect: the stall then lands on a
+    # first-round part (4 MiB or more, worth splitting), not on the probe connection's next, small piece.
+    hub.throttle_bps = 8_000_000
     run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t"), hub=hub,
                      **(MULTI | {"SEEDER_PART_SIZE": "8M", "SEEDER_READ_TIMEOUT": "3"}))
     assert run.code == 0, run
