@@ -30,9 +30,10 @@ def _common() -> argparse.ArgumentParser:
         if s.is_switch:
             g.add_argument(*names, dest=s.key, action="store_true", help=s.help + (f" (env {env})" if env else ""))
             continue
-        extra = "; ".join(x for x in ("" if s.default is None else f"default: {settings.show(s.default)}",
+        extra = "; ".join(x for x in ("" if s.default in (None, ()) else f"default: {settings.show(s.default)}",
                                         f"env {env}" if env else "") if x)
-        g.add_argument(*names, dest=s.key, metavar=s.metavar, help=s.help + (f" ({extra})" if extra else ""))
+        g.add_argument(*names, dest=s.key, metavar=s.metavar, action="append" if s.repeats else "store",
+                       help=s.help + (f" ({extra})" if extra else ""))
     v = g.add_mutually_exclusive_group()
     v.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     v.add_argument("-v", "--verbose", action="store_true", help="debug output")
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  seeder export       write the target's models into one bundle (tar, .zst compressed)\n"
         "  seeder import       install a bundle, verified before anything becomes visible\n"
         "  seeder export-image save Docker images into one archive with a sha256 sidecar\n"
-        "  seeder cache        du | prune the download cache\n\n"
+        "  seeder cache        du | prune the caches; push a target's files to an s3:// cache\n\n"
         "options of every command (details: seeder COMMAND --help):\n"
         f"{_options_summary()}\n\n{settings.env_help()}\n\n{EXIT_CODES_HELP}",
     )
@@ -115,8 +116,8 @@ def _add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-o", "--output", required=True, help="archive file; .zst or .gz compresses")
     p = sub.add_parser("cache", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
-                       help="cache housekeeping: du, prune")
-    p.add_argument("action", choices=("du", "prune"))
+                       help="caches: du, prune; push a target's files to an s3:// cache")
+    p.add_argument("action", choices=("du", "prune", "push"))
     p.add_argument("--keep", action="append", default=[], metavar="MANIFEST",
                    help="prune: also keep what this manifest's lock references (repeatable)")
     p.add_argument("--keep-days", type=float, metavar="N", help="prune: only delete blobs older than N days")
@@ -151,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = settings.load(vars(args))
         log.configure(cfg.log_format, verbosity, progress_interval=cfg.progress_interval)
         net = cfg.network()
-        log.configure(cfg.log_format, verbosity, secrets=(net.token or "",), progress_interval=cfg.progress_interval)
+        secrets = (net.token or "", os.environ.get("AWS_SECRET_ACCESS_KEY", ""), os.environ.get("AWS_SESSION_TOKEN", ""))
+        log.configure(cfg.log_format, verbosity, secrets=secrets, progress_interval=cfg.progress_interval)
         return command(args.command).run(args, cfg, net)
     except SeederError as e:
         log.error(log.redact(str(e)), exit_code=e.exit_code)

@@ -83,6 +83,11 @@ def text(name: str, raw: str) -> str:
     return raw
 
 
+def listing(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated values (a flag given several times adds to the list)."""
+    return tuple(v.strip() for v in raw.split(",") if v.strip())
+
+
 def endpoint(name: str, raw: str) -> str:
     value = raw.strip().rstrip("/") or DEFAULT_ENDPOINT
     split = urlsplit(value)
@@ -117,14 +122,22 @@ class Setting:
     def is_switch(self) -> bool:
         return self.parse is boolean and self.flag is not None
 
+    @property
+    def repeats(self) -> bool:
+        return self.parse is listing
+
 
 S = Setting
 SETTINGS: tuple[Setting, ...] = (
     S("manifest", ("SEEDER_MANIFEST",), "models.toml", text, "manifest file", "--manifest", "-m", "PATH"),
     S("target", ("SEEDER_TARGET",), "models", text, "directory to fill", "--target", "-t", "DIR"),
-    S("cache", ("SEEDER_CACHE",), None, text,
-      "content-addressed download cache (e.g. a BuildKit cache mount); the target gets hardlinks or copies",
-      "--cache", None, "DIR"),
+    S("caches", ("SEEDER_CACHE",), (), listing,
+      "content-addressed caches, looked up in order: a directory (e.g. a BuildKit cache mount) or "
+      "s3://bucket[/prefix] (repeat the flag, or separate with commas)", "--cache", None, "DIR|s3://BUCKET[/PREFIX]"),
+    S("cache_write", ("SEEDER_CACHE_WRITE",), True, boolean,
+      "upload what comes from the origin to the s3:// caches (0: read only)"),
+    S("lease_seconds", ("SEEDER_LEASE_SECONDS",), 60.0, number(0, above=True),
+      "seconds without renewal after which another node takes over a download in progress"),
     S("offline", ("HF_HUB_OFFLINE",), False, boolean, "no network: seed from the lock and cache only", "--offline"),
     S("locked", (), False, boolean, "fail (exit 2) if models.lock is missing or out of date", "--locked"),
     S("jobs", (), 4, number(1, integer=True), "files transferred at once", "--jobs", None, "N"),
@@ -165,7 +178,7 @@ def env_help() -> str:
     for s in SETTINGS:
         if not s.env:
             continue
-        default = "" if s.default in (None, False, "") else f" (default {show(s.default)})"
+        default = "" if s.default in (None, False, "", ()) else f" (default {show(s.default)})"
         flag = f"; same as {s.flag}" if s.flag else ""
         head = f"  {', '.join(s.env)}"
         body = textwrap.fill(f"{s.help}{default}{flag}", 100, initial_indent=" " * 22, subsequent_indent=" " * 22)
@@ -237,7 +250,9 @@ def _is_local(host: str) -> bool:
 class Settings:
     manifest: str
     target: str
-    cache: str | None
+    caches: tuple[str, ...]
+    cache_write: bool
+    lease_seconds: float
     offline: bool
     locked: bool
     jobs: int
@@ -279,6 +294,8 @@ def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | No
         given = flags.get(s.key)
         if isinstance(given, str):
             values[s.key] = s.parse(s.flag or s.key, given)
+        elif isinstance(given, list):  # a repeatable flag
+            values[s.key] = tuple(v for raw in given for v in s.parse(s.flag or s.key, raw))
         elif given:  # a switch
             values[s.key] = True
         elif var := next((v for v in s.env if environ.get(v) not in (None, "")), None):

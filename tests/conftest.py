@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakehub import FakeHub
+from tests.seaweed import seaweed, seaweed_cluster  # noqa: F401  (fixtures: a real SeaweedFS)
 
 ROOT = Path(__file__).resolve().parent.parent
 

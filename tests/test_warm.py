@@ -15,7 +15,8 @@ import pytest
 from tests.conftest import blob, run_seeder, seeder_env, url_entry, write_manifest
 
 # Modules a warm run (and an app's start-up check) must not pay for.
-HEAVY = ("huggingface_hub", "requests", "urllib3", "httpx", "httpx2", "hf_xet", "tenacity", "tqdm", "structlog")
+HEAVY = ("huggingface_hub", "requests", "urllib3", "httpx", "httpx2", "hf_xet", "tenacity", "tqdm", "structlog",
+         "boto3", "botocore")
 
 # The download engine, the resolvers and the install path: a check of what is installed needs none of them.
 ENGINE = ("seeder.fetch", "seeder.sources", "seeder.install")
@@ -105,4 +106,5 @@ def test_a_cold_run_with_a_lock_downloads_without_requests_or_the_hub_client(see
     result = _probe(CLI, "-m", str(m), "-t", str(tmp_path / "fresh"), "--log-format", "json", hub=hub)
     assert result["rc"] == 0
     assert [r for r in hub.requests if r.kind != "api"], "expected downloads"
-    assert not {"requests", "urllib3", "huggingface_hub", "httpx", "httpx2"} & set(result["heavy"]), result["heavy"]
+    assert not {"requests", "urllib3", "huggingface_hub", "httpx", "httpx2", "boto3", "botocore"} & set(result["heavy"]), \
+        result["heavy"]  # boto3 only when an s3:// cache is given

@@ -16,6 +16,7 @@ from ..settings import Settings
 from ..spec import manifest as manifests
 from ..spec.manifest import Manifest
 from ..store import Cache, Target
+from ..store.s3 import S3Cache, is_s3
 
 COMMANDS = {"seed": "seed", "verify": "verify", "lock": "lock", "refresh": "refresh", "status": "status",
             "export": "bundle", "import": "bundle", "export-image": "images", "cache": "cache"}
@@ -34,5 +35,7 @@ def target_of(cfg: Settings) -> Target:
     return Target(Path(cfg.target))
 
 
-def cache_of(cfg: Settings) -> Cache | None:
-    return Cache(Path(cfg.cache)) if cfg.cache else None
+def caches_of(cfg: Settings) -> list[Cache | S3Cache]:
+    """The --cache chain, in lookup order."""
+    return [S3Cache(c, write=cfg.cache_write, lease_seconds=cfg.lease_seconds, connect_timeout=cfg.connect_timeout,
+                    read_timeout=cfg.read_timeout) if is_s3(c) else Cache(Path(c)) for c in cfg.caches]

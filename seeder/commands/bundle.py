@@ -125,7 +125,7 @@ def import_bundle(path: Path, target: Target, jobs: int, grace: float) -> Summar
     staging.ensure()
     try:
         lock = _unpack_verified(path, staging)
-        return install(lock, target, cache=staging, jobs=jobs, grace=grace, record_lock=True)
+        return install(lock, target, caches=[staging], jobs=jobs, grace=grace, record_lock=True)
     finally:
         shutil.rmtree(staging.root, ignore_errors=True)
 

@@ -13,7 +13,7 @@ from ..resolve import resolve, save_lock
 from ..spec import lock as lockfile
 from ..spec.lock import Lock, LockedFile
 from ..store.state import ModelRecord, State
-from . import cache_of, load_manifest, target_of
+from . import caches_of, load_manifest, target_of
 
 
 @dataclass
@@ -76,7 +76,7 @@ def run(args, cfg, net) -> int:
         log.info("dry run: nothing was touched", models_to_change=sum(c.changed for c in changes))
         return OK
     save_lock(new, lockfile.lock_path_for(manifest.path), target)
-    summary = install(new, target, cache=cache_of(cfg), net=net, parts=cfg.parts(), jobs=cfg.jobs, grace=cfg.grace,
+    summary = install(new, target, caches=caches_of(cfg), net=net, parts=cfg.parts(), jobs=cfg.jobs, grace=cfg.grace,
                       remove_unlisted=not args.keep_removed)
     summary.seconds = time.monotonic() - started
     summary.emit()

@@ -7,7 +7,7 @@ import time
 from ..errors import OK
 from ..install import Summary, install
 from ..resolve import obtain_lock
-from . import cache_of, load_manifest, target_of
+from . import caches_of, load_manifest, target_of
 
 
 def run(args, cfg, net) -> int:
@@ -17,7 +17,7 @@ def run(args, cfg, net) -> int:
     if target.is_complete(lock):
         summary = Summary.warm(lock, time.monotonic() - started)
     else:
-        summary = install(lock, target, cache=cache_of(cfg), net=net, parts=cfg.parts(), jobs=cfg.jobs,
+        summary = install(lock, target, caches=caches_of(cfg), net=net, parts=cfg.parts(), jobs=cfg.jobs,
                           grace=cfg.grace, unless_complete=True)
     summary.seconds = time.monotonic() - started
     summary.emit()
