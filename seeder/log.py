@@ -28,7 +28,7 @@ def configure(fmt: str = "auto", verbosity: int = 0, secrets: tuple[str, ...] = 
     _state.update(
         json=use_json,
         min_level={-1: 30, 0: 20}.get(verbosity, 10),
-        secrets=tuple(s for s in secrets if s),
+        secrets=tuple(s for s in secrets if len(s) >= 8),  # shorter is no real secret, and would mangle words
         console=None,
         interval=progress_interval,
     )

@@ -22,6 +22,8 @@ def run(args, cfg, net) -> int:
     caches = caches_of(cfg)
     if not caches:
         raise UsageError("seeder cache needs --cache DIR or s3://BUCKET[/PREFIX] (or SEEDER_CACHE)")
+    if args.action == "push" and not any(isinstance(c, S3Cache) for c in caches):
+        raise UsageError("seeder cache push needs an s3:// cache (--cache s3://BUCKET[/PREFIX])")
     try:
         for cache in caches:
             if args.action == "push":
@@ -64,7 +66,8 @@ def _prune(cache: Cache | S3Cache, keep: set[str], keep_days: float | None) -> N
 
 def _push(cache: Cache | S3Cache, target: Target) -> None:
     if not isinstance(cache, S3Cache):
-        raise UsageError(f"seeder cache push needs an s3:// cache, not {cache.root}")
+        log.info("not an s3:// cache; nothing to push there", cache=str(cache.root))
+        return
     state = target.read_state()
     lock = installed_lock(state)
     if not lock.models:

@@ -20,14 +20,17 @@ from .transport import Client, safe
 
 
 def download(client: Client, urls: list[str], part: Path, file: LockedFile, progress: log.FileProgress,
-             model: str) -> Downloaded:
-    """Fill ``part`` with ``file``'s bytes from the first URL that works; resume what is there."""
-    for attempt in (1, 2):
+             model: str, tries: int = 2) -> Downloaded:
+    """Fill ``part`` with ``file``'s bytes from the first URL that works; resume what is there.
+
+    ``tries``: downloads from scratch after a mismatch (a cache passes 1: its bad blob is not worth a
+    second read when the origin is next)."""
+    for attempt in range(1, tries + 1):
         try:
             return _any(client, urls, part, file, progress, model)
         except ContentMismatch as e:
             discard(part)
-            if attempt == 2:
+            if attempt == tries:
                 raise IntegrityError(f"{model}/{file.path}: {e} (size {file.size})") from None
             log.warning("checksum mismatch, downloading again", model=model, file=file.path, error=str(e))
     raise AssertionError("unreachable")

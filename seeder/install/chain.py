@@ -121,7 +121,8 @@ class Chain:
 
     def _from_remote(self, cache: S3Cache, model, file, dest: Path, progress, bad: list[S3Cache]) -> bool:
         try:
-            result = self._download(self._client_for(cache), [cache.presigned(file)], model, file, dest, progress)
+            result = self._download(self._client_for(cache), [cache.presigned(file)], model, file, dest, progress,
+                                    tries=1)
         except IntegrityError as e:
             log.warning("remote cache holds wrong bytes; trying the next source", cache=cache.url, model=model.name,
                         file=file.path, error=str(e))
@@ -155,12 +156,13 @@ class Chain:
             if lease:
                 writable[0].release(lease)
 
-    def _download(self, client, urls: list[str], model, file, dest: Path, progress):
+    def _download(self, client, urls: list[str], model, file, dest: Path, progress, tries: int = 2):
         from ..fetch.download import download
 
         part = self.part_path(file)
         regular_or_absent(part)
-        result = download(client, urls, part, file, progress.file(model.name, file.path, file.size), model.name)
+        result = download(client, urls, part, file, progress.file(model.name, file.path, file.size), model.name,
+                          tries)
         failpoints.hit("downloaded")
         try:
             os.replace(part, dest)
@@ -214,7 +216,16 @@ class Chain:
             if lease is not None:
                 if seen:
                     log.warning("took over an expired lease", cache=cache.url, model=model.name, file=file.path)
-                return lease
+                try:
+                    # The holder before us may have finished between our last look and our lease.
+                    there = cache.exists(file)
+                except CacheUnavailable as e:
+                    warn_unavailable(cache, e)
+                    there = False
+                if not there:
+                    return lease
+                cache.release(lease)
+                return _FOLLOWED if self._from_remote(cache, model, file, dest, progress, bad) else None
             now = time.monotonic()
             if now - said >= 10:
                 log.info("waiting for another node to fetch", cache=cache.url, model=model.name, file=file.path,
