@@ -147,8 +147,8 @@ class Chain:
                 from ..sources import file_urls
 
                 log.info("downloading", model=model.name, file=file.path, bytes=file.size)
-                result = self._download(self._client_for(None), file_urls(model, file, self.net), model, file, dest,
-                                        progress)
+                result = self._download(self._origin_client(model), file_urls(model, file, self.net), model, file,
+                                        dest, progress)
                 self.owner.count(downloaded=result.fetched, reused=file.size - result.fetched)
                 log.info("downloaded", model=model.name, file=file.path, bytes=result.fetched)
                 self._upload(writable, file, dest, result.sha256, bad)
@@ -180,15 +180,21 @@ class Chain:
             except CacheUnavailable as e:
                 cache.read_only(e)
 
-    def _client_for(self, cache: S3Cache | None):
-        """The origin's HTTP client, or one for a bucket's presigned URLs: no hub token, and plain http
-        allowed to an endpoint the user configured."""
+    def _client_for(self, cache: S3Cache):
+        """The HTTP client for a bucket's presigned URLs: no hub token, and plain http allowed to an
+        endpoint the user configured."""
+        return self._client(cache.url, replace(self.net, token=None, allow_http=True))
+
+    def _origin_client(self, model: LockedModel):
+        from ..sources import network
+
+        return self._client(f"origin:{model.kind}", network(model, self.net))
+
+    def _client(self, key: str, net: Network):
         from ..fetch.transport import Client
 
-        key = cache.url if cache else ""
         with self._mutex:
             if key not in self._clients:
-                net = replace(self.net, token=None, allow_http=True) if cache else self.net
                 self._clients[key] = Client(net, self.parts)
             return self._clients[key]
 

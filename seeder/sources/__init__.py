@@ -18,7 +18,7 @@ from ..settings import Network
 from ..spec.lock import LockedFile, LockedModel
 from ..spec.manifest import Manifest
 
-KINDS = {"repo": "hub", "url": "url"}
+KINDS = {"repo": "hub", "url": "url", "s3": "s3"}
 """A lock entry's kind -> the module in this package that serves it."""
 
 
@@ -29,6 +29,13 @@ def source(kind: str) -> ModuleType:
 def file_urls(model: LockedModel, file: LockedFile, net: Network) -> list[str]:
     """Where a locked file's bytes can be fetched, in the order to try."""
     return source(model.kind).file_urls(model, file, net)
+
+
+def network(model: LockedModel, net: Network) -> Network:
+    """The settings to fetch a model's files with: a source may adjust them (``s3`` drops the hub token
+    and allows the plain-http endpoint the user configured)."""
+    adjust = getattr(source(model.kind), "network", None)
+    return adjust(net) if adjust else net
 
 
 def resolve(manifest: Manifest, names: list[str], client) -> dict[str, LockedModel]:

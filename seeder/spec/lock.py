@@ -20,6 +20,7 @@ from .paths import check_name, check_relpath
 LOCK_VERSION = 1
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_S3_FIELDS = ("key", "etag", "version_id")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class LockedFile:
     sha256: str | None = None
     git_oid: str | None = None
     """Git blob id: the hub's only digest for small non-LFS files."""
+    key: str | None = None
+    """For an s3:// model: the object's key, its ETag, and its version when the bucket keeps versions."""
+    etag: str | None = None
+    version_id: str | None = None
 
     @property
     def digest(self) -> str:
@@ -40,7 +45,7 @@ class LockedFile:
 class LockedModel:
     name: str
     fingerprint: str
-    kind: str  # "repo" or "url"
+    kind: str  # "repo", "url" or "s3"
     files: tuple[LockedFile, ...]
     repo: str | None = None
     revision: str | None = None
@@ -50,7 +55,9 @@ class LockedModel:
     @cached_property  # asked once per file while installing: computing it is linear in the files
     def version(self) -> str:
         """Identifies the exact file set: two entries with equal versions install identical trees."""
-        blob = json.dumps([self.commit, [asdict(f) for f in self.files]], sort_keys=True)
+        # The s3 fields only when set, so entries of other kinds keep the versions they always had.
+        files = [{k: v for k, v in asdict(f).items() if v is not None or k not in _S3_FIELDS} for f in self.files]
+        blob = json.dumps([self.commit, files], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
@@ -145,7 +152,7 @@ def _parse_model(m: dict, fail) -> LockedModel:
     if not isinstance(name, str) or check_name(name):
         raise fail(f"invalid model name {name!r}")
     kind = m.get("kind")
-    if kind not in ("repo", "url"):
+    if kind not in ("repo", "url", "s3"):
         raise fail(f"model {name!r}: invalid kind {kind!r}")
     if not isinstance(m.get("fingerprint"), str):
         raise fail(f"model {name!r}: missing fingerprint")
@@ -163,6 +170,10 @@ def _parse_model(m: dict, fail) -> LockedModel:
     urls = m.get("urls")
     if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
         raise fail(f"model {name!r}: 'urls' must be a non-empty list of strings")
+    if kind == "s3":
+        if len(urls) != 1 or not urls[0].startswith("s3://") or not all(f.key for f in files):
+            raise fail(f"model {name!r}: an s3 model has one s3:// url and a key for every file")
+        return LockedModel(name=name, fingerprint=m["fingerprint"], kind=kind, files=files, urls=tuple(urls))
     if len(files) != 1:
         raise fail(f"model {name!r}: a url model has exactly one file")
     return LockedModel(name=name, fingerprint=m["fingerprint"], kind=kind, files=files, urls=tuple(urls))
@@ -182,4 +193,7 @@ def _parse_file(f: object, name: str, fail) -> LockedFile:
         raise fail(f"model {name!r}: file {path!r} has an invalid git_oid")
     if sha256 is None and git_oid is None:
         raise fail(f"model {name!r}: file {path!r} has neither sha256 nor git_oid")
-    return LockedFile(path=path, size=size, sha256=sha256, git_oid=git_oid)
+    s3 = {k: f.get(k) for k in _S3_FIELDS}
+    if not all(v is None or isinstance(v, str) for v in s3.values()):
+        raise fail(f"model {name!r}: file {path!r} has an invalid key, etag or version_id")
+    return LockedFile(path=path, size=size, sha256=sha256, git_oid=git_oid, **s3)

@@ -23,6 +23,8 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?
 _COMMON_KEYS = {"name"}
 _REPO_KEYS = {"repo", "revision", "include", "exclude"}
 _URL_KEYS = {"url", "sha256", "size", "filename", "mirrors"}
+_S3_KEYS = {"s3", "include", "exclude"}
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,33 @@ class UrlSource:
 
 
 @dataclass(frozen=True)
+class S3Source:
+    """``s3 = "s3://bucket/prefix/"`` (every object under the prefix, filtered by the globs) or
+    ``url = "s3://bucket/key"`` (one object, ``single``)."""
+
+    bucket: str
+    key: str
+    """The prefix (ending in "/" or empty) or, with ``single``, the object's key."""
+    single: bool = False
+    filename: str | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    sha256: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
-    source: RepoSource | UrlSource
+    source: RepoSource | UrlSource | S3Source
 
     @property
     def kind(self) -> str:
         """The lock entry kind this resolves to, which names its source (see :mod:`seeder.sources`)."""
-        return "repo" if isinstance(self.source, RepoSource) else "url"
+        return {RepoSource: "repo", UrlSource: "url", S3Source: "s3"}[type(self.source)]
 
     @property
     def fingerprint(self) -> str:
@@ -115,17 +136,21 @@ def _parse_model(entry: dict, index: int, path: Path) -> ModelSpec:
     def fail(key: str, message: str) -> ManifestError:
         return ManifestError(path, message, name, key)
 
-    has_repo, has_url = "repo" in entry, "url" in entry
-    if has_repo == has_url:
-        raise fail("repo", "set exactly one of 'repo' (a Hugging Face repo) or 'url'")
-    allowed = _COMMON_KEYS | (_REPO_KEYS if has_repo else _URL_KEYS)
+    kinds = [k for k in ("repo", "url", "s3") if k in entry]
+    if len(kinds) != 1:
+        raise fail("repo", "set exactly one of 'repo' (a Hugging Face repo), 'url' or 's3' (a bucket prefix)")
+    kind = kinds[0]
+    allowed = _COMMON_KEYS | {"repo": _REPO_KEYS, "url": _URL_KEYS, "s3": _S3_KEYS}[kind]
     for key in entry:
         if key not in allowed:
-            other = "url" if has_repo else "repo"
-            hint = f" (only valid with '{other}')" if key in (_URL_KEYS | _REPO_KEYS) else ""
+            others = [k for k, keys in (("repo", _REPO_KEYS), ("url", _URL_KEYS), ("s3", _S3_KEYS)) if key in keys]
+            hint = f" (only valid with '{others[0]}')" if others else ""
             raise fail(key, f"unknown key{hint}")
-    source = _parse_repo(entry, fail) if has_repo else _parse_url(entry, fail)
-    return ModelSpec(name=name, source=source)
+    if kind == "repo":
+        return ModelSpec(name=name, source=_parse_repo(entry, fail))
+    if kind == "s3" or str(entry["url"]).startswith("s3://"):
+        return ModelSpec(name=name, source=_parse_s3(entry, kind, fail))
+    return ModelSpec(name=name, source=_parse_url(entry, fail))
 
 
 def _string(entry: dict, key: str, fail, default: str | None = None) -> str | None:
@@ -151,6 +176,40 @@ def _check_glob(pattern: str) -> str | None:
     return f"{pattern!r} {why}" if why else None
 
 
+def _globs(entry: dict, fail) -> dict[str, tuple[str, ...]]:
+    globs = {}
+    for key in ("include", "exclude"):
+        globs[key] = _string_list(entry, key, fail)
+        for pattern in globs[key]:
+            if why := _check_glob(pattern):
+                raise fail(key, f"bad glob: {why}")
+    return globs
+
+
+def _parse_s3(entry: dict, field: str, fail) -> S3Source:
+    value = _string(entry, field, fail)
+    split = urlsplit(value)
+    bucket, key = split.netloc, split.path.lstrip("/")
+    if split.scheme != "s3" or not _BUCKET.fullmatch(bucket or "") or split.query or split.fragment:
+        raise fail(field, f"{value!r} is not s3://bucket/{'key' if field == 'url' else 'prefix/'} "
+                          "(bucket: 3-63 lowercase letters, digits, '.', '-')")
+    if ".." in key.split("/") or "\0" in key:
+        raise fail(field, f"{value!r} has a '..' segment")
+    if field == "s3":
+        return S3Source(bucket=bucket, key=key if not key or key.endswith("/") else key + "/", **_globs(entry, fail))
+    if entry.get("mirrors"):
+        raise fail("mirrors", "mirrors are for http(s) URLs; an s3:// object has one home")
+    if not key or key.endswith("/"):
+        raise fail("url", f"{value!r} names no object; for every object under a prefix use s3 = ...")
+    filename = _string(entry, "filename", fail) or key.rsplit("/", 1)[-1]
+    if (why := check_relpath(filename)) or "/" in filename:
+        raise fail("filename", f"{filename!r} {why or 'must be a single file name'}")
+    sha256 = _string(entry, "sha256", fail)
+    if sha256 is not None and not _SHA256.fullmatch(sha256.lower()):
+        raise fail("sha256", "must be 64 hexadecimal characters")
+    return S3Source(bucket=bucket, key=key, single=True, filename=filename, sha256=sha256 and sha256.lower())
+
+
 def _parse_repo(entry: dict, fail) -> RepoSource:
     repo = _string(entry, "repo", fail)
     if not _REPO_ID.fullmatch(repo) or ".." in repo:
@@ -158,13 +217,7 @@ def _parse_repo(entry: dict, fail) -> RepoSource:
     revision = _string(entry, "revision", fail, "main")
     if any(c in revision for c in "\0\\") or ".." in revision or revision.startswith("/"):
         raise fail("revision", f"{revision!r} is not a valid branch, tag or commit")
-    globs = {}
-    for key in ("include", "exclude"):
-        globs[key] = _string_list(entry, key, fail)
-        for pattern in globs[key]:
-            if why := _check_glob(pattern):
-                raise fail(key, f"bad glob: {why}")
-    return RepoSource(repo=repo, revision=revision, include=globs["include"], exclude=globs["exclude"])
+    return RepoSource(repo=repo, revision=revision, **_globs(entry, fail))
 
 
 def _check_url(url: str) -> str | None:

@@ -22,10 +22,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from .. import log
-from ..errors import UsageError
+from .. import aws, log
 from ..spec.lock import LockedFile
 
 PRESIGN_SECONDS = 3600
@@ -48,12 +46,8 @@ def is_s3(value: str) -> bool:
 
 def parse_url(value: str) -> tuple[str, str]:
     """``s3://bucket[/prefix]`` -> (bucket, prefix with a trailing slash or empty)."""
-    split = urlsplit(value)
-    bucket, prefix = split.netloc, split.path.strip("/")
-    if split.scheme != "s3" or not bucket or split.query or split.fragment:
-        raise UsageError(f"--cache {value!r}: expected a directory or s3://bucket[/prefix]")
-    if not (3 <= len(bucket) <= 63) or not all(c.islower() or c.isdigit() or c in "-." for c in bucket):
-        raise UsageError(f"--cache {value!r}: {bucket!r} is not a valid bucket name")
+    bucket, prefix = aws.split(value, "--cache")
+    prefix = prefix.strip("/")
     return bucket, f"{prefix}/" if prefix else ""
 
 
@@ -93,18 +87,7 @@ class S3Cache:
             return self._client or self._make_client()
 
     def _make_client(self):
-        try:
-            import boto3
-            from botocore.config import Config
-        except ImportError:
-            raise UsageError(f"--cache {self.url}: s3:// caches need boto3: pip install 'seeder[s3]'") from None
-        custom = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        config = Config(connect_timeout=self.timeouts[0], read_timeout=self.timeouts[1],
-                        retries={"max_attempts": 3, "mode": "standard"},
-                        # MinIO, SeaweedFS, Ceph: buckets are paths, not host names
-                        s3={"addressing_style": "path" if custom else "auto"},
-                        signature_version="s3v4")
-        self._client = boto3.session.Session().client("s3", config=config)
+        self._client = aws.client(*self.timeouts, what=f"--cache {self.url}")
         return self._client
 
     def key(self, file: LockedFile) -> str:

@@ -1,0 +1,163 @@
+"""Models kept in your own bucket: ``s3 = "s3://bucket/prefix/"`` (every object under the prefix,
+filtered by include/exclude) or ``url = "s3://bucket/key"`` (one object).
+
+Resolving pins each object: key, size, ETag, VersionId when the bucket keeps versions, and sha256,
+taken from the object's full-object SHA-256 checksum, else from the ``x-amz-meta-sha256`` seeder
+writes, else computed by reading the object once through the Range engine. Seeding fetches the
+pinned version where there is one, through a presigned URL, and verifies it like any file; without a
+version, an object that changed under its key is an integrity error naming the key, and ``seeder
+refresh`` picks up the new content.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import tempfile
+from dataclasses import replace
+from fnmatch import fnmatch
+from pathlib import Path
+
+from .. import aws, log
+from ..errors import IntegrityError, ManifestError, RemoteError
+from ..settings import Network
+from ..spec.lock import LockedFile, LockedModel
+from ..spec.manifest import Manifest, ModelSpec
+from ..spec.paths import check_relpath
+from .url import MAX_FILE_SIZE
+
+_MISSING = ("404", "NoSuchKey", "NotFound")
+
+
+@functools.cache
+def _s3(connect_timeout: float, read_timeout: float):
+    return aws.client(connect_timeout, read_timeout)
+
+
+def network(net: Network) -> Network:
+    """Presigned URLs carry their own signature: no hub token, and plain http to an endpoint the user set."""
+    return replace(net, token=None, allow_http=True)
+
+
+def _call(model: str, where: str, fn, **kwargs):
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return fn(**kwargs)
+    except ClientError as e:
+        code = aws.error_code(e)
+        if code in _MISSING:
+            raise RemoteError(f"{model}: {where}: no such key") from None
+        if code == "NoSuchBucket":
+            raise RemoteError(f"{model}: {where}: no such bucket") from None
+        raise RemoteError(f"{model}: {where}: {code or 'refused'}") from None
+    except BotoCoreError as e:
+        raise RemoteError(f"{model}: {where}: {type(e).__name__} (is AWS_ENDPOINT_URL right?)") from None
+
+
+def _objects(spec: ModelSpec, s3) -> list[tuple[str, str]]:
+    """(path in the model, key) of every object the spec selects."""
+    src = spec.source
+    if src.single:
+        return [(src.filename, src.key)]
+    pages = _call(spec.name, src.url, s3.get_paginator("list_objects_v2").paginate, Bucket=src.bucket,
+                  Prefix=src.key)
+    keys = []
+    try:
+        for page in pages:
+            keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+    except Exception as e:  # the paginator calls lazily: map its errors the same way
+        _call(spec.name, src.url, _raise, error=e)
+    if not keys:
+        raise RemoteError(f"{spec.name}: no object under {src.url}")
+    chosen = []
+    for key in keys:
+        path = key[len(src.key):]
+        if src.include and not any(fnmatch(path, p) for p in src.include):
+            continue
+        if any(fnmatch(path, p) for p in src.exclude):
+            continue
+        if why := check_relpath(path):
+            raise RemoteError(f"{spec.name}: s3://{src.bucket}/{key} gives an unsafe file path {path!r}: {why}")
+        chosen.append((path, key))
+    return sorted(chosen)
+
+
+def _raise(error: Exception):
+    raise error
+
+
+def resolve(spec: ModelSpec, manifest: Manifest, client) -> LockedModel:
+    src, net = spec.source, client.net
+    s3 = _s3(net.connect_timeout, net.read_timeout)
+    chosen = _objects(spec, s3)
+    if not chosen:
+        raise ManifestError(manifest.path, f"include/exclude match no object under {src.url}", spec.name, "include")
+    files = tuple(_pin(spec, s3, client, path, key) for path, key in chosen)
+    log.info("resolved", model=spec.name, files=len(files), bytes=sum(f.size for f in files))
+    return LockedModel(name=spec.name, fingerprint=spec.fingerprint, kind="s3", files=files,
+                       urls=(src.url if src.single else f"s3://{src.bucket}/{src.key}",))
+
+
+def _pin(spec: ModelSpec, s3, client, path: str, key: str) -> LockedFile:
+    bucket = spec.source.bucket
+    head = _call(spec.name, f"s3://{bucket}/{key}", s3.head_object, Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    size, etag = head.get("ContentLength"), str(head.get("ETag", "")).strip('"')
+    if not isinstance(size, int) or not 0 <= size <= MAX_FILE_SIZE:
+        raise RemoteError(f"{spec.name}: s3://{bucket}/{key} has an impossible size {size!r}")
+    version = head.get("VersionId")
+    version = version if version and version != "null" else None
+    pinned = LockedFile(path=path, size=size, key=key, etag=etag, version_id=version)
+    sha256 = (spec.source.sha256 if spec.source.single else None) or _published_sha256(head)
+    if sha256 is None:
+        sha256 = _read_sha256(s3, client, spec.name, bucket, pinned)
+    return replace(pinned, sha256=sha256)
+
+
+def _published_sha256(head: dict) -> str | None:
+    """The object's own full-object SHA-256 (not a multipart composite), or the one seeder wrote."""
+    checksum = head.get("ChecksumSHA256")
+    if checksum and "-" not in checksum and head.get("ChecksumType") in (None, "FULL_OBJECT"):
+        try:
+            return base64.b64decode(checksum).hex()
+        except ValueError:
+            pass
+    meta = (head.get("Metadata") or {}).get("sha256", "").lower()
+    return meta if len(meta) == 64 and all(c in "0123456789abcdef" for c in meta) else None
+
+
+def _read_sha256(s3, client, model: str, bucket: str, file: LockedFile) -> str:
+    """Hash the object by reading it once, in parallel ranges, with progress."""
+    from ..fetch.download import download
+    from ..fetch.transport import Client
+
+    log.info("hashing object", model=model, key=file.key, bytes=file.size)
+    reader = Client(network(client.net), client.parts)
+    with tempfile.TemporaryDirectory(prefix="seeder-hash-") as tmp:
+        progress = log.Progress(file.size)
+        try:
+            result = download(reader, [_presign(s3, bucket, file)], Path(tmp) / "object", file,
+                              progress.file(model, file.path, file.size), model)
+        finally:
+            progress.close()
+    return result.sha256
+
+
+def _presign(s3, bucket: str, file: LockedFile) -> str:
+    params = {"Bucket": bucket, "Key": file.key}
+    if file.version_id:
+        params["VersionId"] = file.version_id
+    return s3.generate_presigned_url("get_object", Params=params, ExpiresIn=3600)
+
+
+def file_urls(model: LockedModel, file: LockedFile, net: Network) -> list[str]:
+    bucket = model.urls[0][len("s3://"):].split("/", 1)[0]
+    s3 = _s3(net.connect_timeout, net.read_timeout)
+    if not file.version_id:
+        # Without a version to ask for, a changed object would be caught by its sha256 only after the
+        # download: ask its ETag first, and name the key.
+        where = f"s3://{bucket}/{file.key}"
+        head = _call(model.name, where, s3.head_object, Bucket=bucket, Key=file.key)
+        if str(head.get("ETag", "")).strip('"') != file.etag:
+            raise IntegrityError(f"{model.name}: {where} changed since it was locked; run `seeder refresh`")
+    return [_presign(s3, bucket, file)]
