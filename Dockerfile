@@ -20,7 +20,7 @@ COPY seeder/ seeder/
 # README.md is only the package's long description: an empty stand-in keeps doc edits from
 # invalidating this layer (and every model layer built on top of it).
 RUN --mount=type=cache,target=/root/.cache/pip \
-    touch README.md && /opt/venv/bin/pip install .
+    touch README.md && /opt/venv/bin/pip install ".[s3]"   # boto3: s3:// caches
 
 # -- models: the seeder fills /models at build time --------------------------------------------------
 FROM ${PYTHON_IMAGE} AS models

@@ -85,7 +85,7 @@ def test_three_nodes_share_one_bucket_and_the_origin_serves_each_byte_once(engin
 
     with run_hub(hub_image, data, engine) as hub:
         ctx = copy_checkout(tmp_path / "ctx")
-        (ctx / "deploy").mkdir()
+        (ctx / "deploy").mkdir(exist_ok=True)
         (ctx / "deploy" / "models.toml").write_text(
             f'[[models]]\nname = "emb"\nrepo = "{repo}"\nrevision = "{commit}"\n\n'
             f'[[models]]\nname = "llm"\nurl = "{hub.url}/files/cluster-{sid}/tiny.gguf"\n'

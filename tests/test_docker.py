@@ -585,7 +585,7 @@ def stack(tmp_path_factory, fakehub, models, sid) -> Stack:
     """Build the seeder and app images through compose, as `docker compose up` would, once."""
     ctx = copy_checkout(tmp_path_factory.mktemp("stack"))
     # MANIFEST_DIR is the one switch for both images; the checkout's own models.toml stays untouched.
-    (ctx / "deploy").mkdir()
+    (ctx / "deploy").mkdir(exist_ok=True)
     (ctx / "deploy" / "models.toml").write_text(models.manifest("embedding", "llm"))
     images = f"seeder-test-{sid}-seeder", f"seeder-test-{sid}-app"
     env = compose_env(HF_ENDPOINT=fakehub.url, SEEDER_ALLOW_HTTP="1", MANIFEST_DIR="deploy",
