@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py                 # everything; writes docs/benchmarks.md and docs/benchmarks.png
     .venv/bin/python -m bench                     # the same, from the repository root
     .venv/bin/python bench/run.py --runs 1 --only seeder,aria2c --no-write   # a quick look
+    .venv/bin/python -m bench --runs 1 --only s3 --no-write                  # the shared S3 cache only
 
 A local server on 127.0.0.1 (tests/fakehub.py: the fake Hugging Face hub, in this process) serves the
 hub API, repo files and plain URLs, capping every connection (default 50 MB/s) and, like the link
@@ -14,5 +15,7 @@ docs/benchmarks.md for what each row means.
 
 Needs: wget, curl, aria2 (Debian packages: installed with apt-get when missing and root), matplotlib
 (for the chart: pip-installed into this interpreter when missing). Docker and the repository's
-Dockerfile + docker-compose.yml are optional: without them that part is skipped with a note.
+Dockerfile + docker-compose.yml are optional: without them that part is skipped with a note. So is the
+shared S3 cache part (a 1 GiB bucket read against boto3, and 1, 2, 4 nodes sharing one origin fetch): it
+needs boto3 and SeaweedFS's `weed` (seeder's test dependencies; tests/seaweed.py starts it); --no-s3 skips it.
 """

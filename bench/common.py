@@ -16,7 +16,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from seeder.settings import DEFAULT_MULTIPART_MIN, DEFAULT_PART_SIZE  # noqa: E402,F401
+from seeder.store.s3 import blob_key  # noqa: E402,F401  (the bucket's layout: <prefix>/blobs/sha256/<hex>)
 from tests.fakehub import FakeHub, load_dir  # noqa: E402,F401
+
+try:  # SeaweedFS for the shared-cache scenario; tests/seaweed.py needs pytest, the store itself boto3 and `weed`
+    from tests.seaweed import SeaweedFS, aws_free, weed_binary  # noqa: E402,F401
+    SEAWEED_MISSING = ""
+except ImportError as e:
+    SeaweedFS = aws_free = weed_binary = None  # type: ignore[assignment,misc]
+    SEAWEED_MISSING = f"tests/seaweed.py cannot be imported ({e})"
 
 SEEDER = [sys.executable, "-m", "seeder"]
 SEEDER_SOURCE = ROOT / "seeder"

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from bench.common import EMBEDDING_FILES, SEEDER, FakeHub, say
-from bench.measure import Row, timed
+from bench.measure import Fleet, Row, timed
 from bench.prepare import Data
 
 
@@ -19,6 +19,8 @@ class Bench:
         self.have = have
         self.rows: list[Row] = []
         self.notes: list[str] = []
+        self.fleets: list[Fleet] = []  # the shared S3 cache's node runs
+        self.remarks: dict[str, list[str]] = {}  # group -> lines printed under that group's table
         self.queued: list | None = None
         self.default_manifest: Path | None = None
         self.logs = work / "logs"
@@ -39,12 +41,13 @@ class Bench:
         pairs.append((f"{self.hub.url}/files/llm.gguf", "llm/llm.gguf"))
         return pairs
 
-    def manifest(self, name: str, text: str) -> Path:
+    def manifest(self, name: str, text: str, env: dict[str, str] | None = None) -> Path:
         d = self.work / "manifests" / name
         d.mkdir(parents=True, exist_ok=True)
         path = d / "models.toml"
         path.write_text(text)
-        sample = timed([*SEEDER, "lock", "-m", str(path), "-q"], env=self.env, log=self.logs / f"lock-{name}.log")
+        sample = timed([*SEEDER, "lock", "-m", str(path), "-q"], env=env or self.env,
+                       log=self.logs / f"lock-{name}.log")
         if sample.code:
             raise SystemExit(f"seeder lock failed for {name}: see {self.logs / f'lock-{name}.log'}")
         return path

@@ -61,6 +61,28 @@ class Row:
         return self.bytes / statistics.median(self.wire) / MB if self.bytes and self.wire else float("nan")
 
 
+@dataclass
+class Fleet:
+    """Seeder processes started together against one origin and one bucket prefix (the shared S3 cache)."""
+
+    name: str
+    nodes: int
+    payload: int  # the set's bytes, per node
+    seconds: list[float] = field(default_factory=list)  # per run: first process started -> last one exited
+    codes: list[int] = field(default_factory=list)  # every process of every run
+    origin: list[int] = field(default_factory=list)  # per run: body bytes the origin sent
+    bucket: list[int] = field(default_factory=list)  # per run: bytes read from the bucket (summary events, summed)
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.codes) and all(c == 0 for c in self.codes)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds) if self.seconds else float("nan")
+
+
 def _peak_rss(pid: int, done: threading.Event, peak: list[int]) -> None:
     # VmHWM of the process's own memory map. (wait4's ru_maxrss would count this benchmark's own memory:
     # a forked child starts with a copy of the parent's page tables, and exec keeps that high-water mark.)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from bench.common import first_line
 from bench.harness import Bench
-from bench.measure import Row
+from bench.measure import Fleet, Row
+from bench.scenarios.s3 import BOTO3_READ, SEEDER_READ
 
 # (group, heading, what the table measures) for every table of the report, in its order.
 SECTIONS = [
@@ -35,6 +36,23 @@ SECTIONS = [
      "models cache mount of its own that has never seen these files (pip's cache mount is warm). Warm: "
      "after an edit in app/ only."),
 ]
+
+S3_TEXT = {
+    "intro": "What a node pays to read from a shared bucket, and what the bucket saves a fleet. The bucket is "
+             "SeaweedFS (an S3-compatible store) on this machine, so these figures are about the client side, "
+             "not a network; client, store and origin share the machine's cores and disk.",
+    "read": "One 1 GiB blob, stored beforehand under seeder's layout (`<prefix>/blobs/sha256/<hex>`), read into a "
+            "fresh directory by seeder (`seeder --offline --cache s3://bucket/prefix`, no local cache: presigned "
+            "URLs through seeder's multi-connection Range engine, sha256 checked, fsync and atomic install) and by "
+            "boto3's `download_file`, each in a process of its own (wall clock, process start to exit, medians; "
+            "interleaved). The manifest's URL points at the benchmark's server, which must see no request.",
+    "fleet": "N seeder processes started at the same moment, each with its own target and local cache directory "
+             "and the same `s3://` cache (a fresh prefix per run), against a throttled origin. Origin bytes: what "
+             "the origin's log says it sent; bucket bytes: the nodes' summary events (`bytes_from_cache`), summed; "
+             "both as multiples of the set. Wall time: the first process started to the last one exited. Pod "
+             "restart: the 1-node run's node again, with its local cache and a fresh target; warm: the same node "
+             "with its target intact.",
+}
 
 METHOD = textwrap.dedent("""\
     - The server is `tests/fakehub.py` (standard library only) in the benchmark's own process on 127.0.0.1,
@@ -126,7 +144,18 @@ def targets(bench: Bench, link_mbps: float, disk_mbps: float) -> list[Target]:
         out.append(("warm image rebuild < 10 % of cold, zero model bytes",
                     f"{dwarm.median:.1f} s vs {dcold.median:.1f} s = {share:.0%}; model bytes fetched warm: "
                     f"{dwarm.fetched}", "< 10 %, 0 bytes", share < 0.10 and dwarm.fetched == 0))
-    return out
+    return out + _s3_targets(get)
+
+
+def _s3_targets(get) -> list[Target]:
+    seeder, boto = get("s3", SEEDER_READ), get("s3", BOTO3_READ)
+    if not (seeder and boto):
+        return []
+    clean = seeder.fetched == 0
+    return [("S3 read of 1 GiB: seeder ≤ boto3 download_file",
+             f"seeder {seeder.median:.2f} s vs boto3 {boto.median:.2f} s ({boto.median / seeder.median:.2f}×)"
+             + ("" if clean else "; the origin was contacted"), "seeder time ≤ boto3 time, 0 origin bytes",
+             clean and seeder.median <= boto.median)]
 
 
 def _cold_targets(get, link_mbps: float, disk_mbps: float) -> list[Target]:
@@ -202,7 +231,7 @@ def report(bench: Bench, info: dict[str, str], settings: dict[str, str], checks,
     lines += ["", "## Settings", ""] + [f"- **{k}**: {v}" for k, v in settings.items()]
     if png is not None and png.exists():
         lines += ["", f"![benchmark chart]({png.name})"]
-    lines += _tables(bench, seeder_cold)
+    lines += _tables(bench, seeder_cold) + _s3_section(bench)
     if bench.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in bench.notes]
     lines += ["", "## Method", "", METHOD]
@@ -273,3 +302,29 @@ def _tables(bench: Bench, seeder_cold: Row | None) -> list[str]:
             lines += ["", "Model bytes the server sent during the builds (median): "
                       + ", ".join(f"{r.name}: {r.fetched:,}" for r in rows) + "."]
     return lines
+
+
+def _s3_section(bench: Bench) -> list[str]:
+    reads = [r for r in bench.rows if r.group == "s3"]
+    if not reads and not bench.fleets:
+        return []
+    lines = ["", "### Shared S3 cache", "", S3_TEXT["intro"]]
+    if reads:
+        lines += ["", "#### Reading a 1 GiB blob from the bucket: seeder vs boto3", "", S3_TEXT["read"], ""]
+        lines += table(reads, reads[0], "× seeder")
+    if bench.fleets:
+        lines += ["", "#### 1, 2 and 4 nodes starting together", "", S3_TEXT["fleet"], ""] + _fleet_table(bench.fleets)
+    remarks = bench.remarks.get("s3", [])
+    return lines + ([""] + [f"- {line}" for line in remarks] if remarks else [])
+
+
+def _fleet_table(fleets: list[Fleet]) -> list[str]:
+    out = ["| run | nodes | origin bytes (× set) | bucket bytes (× set) | wall s (median) | range s | all exit 0 | "
+           "notes |", "|---|---:|---:|---:|---:|---:|---|---|"]
+    for f in fleets:
+        spread = f"{min(f.seconds):.2f}–{max(f.seconds):.2f}" if len(f.seconds) > 1 else ""
+        origin, bucket = max(f.origin, default=0), max(f.bucket, default=0)
+        codes = "yes" if f.ok else f"**no**: {sorted(set(f.codes))}"
+        out.append(f"| {f.name} | {f.nodes} | {origin:,} ({origin / f.payload:.2f}×) | {bucket:,} "
+                   f"({bucket / f.payload:.2f}×) | {fmt_s(f.median)} | {spread} | {codes} | {f.note} |")
+    return out
