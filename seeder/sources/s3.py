@@ -40,19 +40,25 @@ def network(net: Network) -> Network:
 
 
 def _call(model: str, where: str, fn, **kwargs):
-    from botocore.exceptions import BotoCoreError, ClientError
-
     try:
         return fn(**kwargs)
-    except ClientError as e:
+    except Exception as e:  # noqa: BLE001 - mapped, or re-raised when it is not botocore's
+        raise _remote_error(model, where, e) from None
+
+
+def _remote_error(model: str, where: str, e: Exception) -> Exception:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(e, ClientError):
         code = aws.error_code(e)
         if code in _MISSING:
-            raise RemoteError(f"{model}: {where}: no such key") from None
+            return RemoteError(f"{model}: {where}: no such key")
         if code == "NoSuchBucket":
-            raise RemoteError(f"{model}: {where}: no such bucket") from None
-        raise RemoteError(f"{model}: {where}: {code or 'refused'}") from None
-    except BotoCoreError as e:
-        raise RemoteError(f"{model}: {where}: {type(e).__name__} (is AWS_ENDPOINT_URL right?)") from None
+            return RemoteError(f"{model}: {where}: no such bucket")
+        return RemoteError(f"{model}: {where}: {code or 'refused'}")
+    if isinstance(e, BotoCoreError):
+        return RemoteError(f"{model}: {where}: {type(e).__name__} (is AWS_ENDPOINT_URL right?)")
+    return e
 
 
 def _objects(spec: ModelSpec, s3) -> list[tuple[str, str]]:
@@ -66,8 +72,8 @@ def _objects(spec: ModelSpec, s3) -> list[tuple[str, str]]:
     try:
         for page in pages:
             keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
-    except Exception as e:  # the paginator calls lazily: map its errors the same way
-        _call(spec.name, src.url, _raise, error=e)
+    except Exception as e:  # noqa: BLE001 - the paginator calls lazily: map its errors the same way
+        raise _remote_error(spec.name, src.url, e) from None
     if not keys:
         raise RemoteError(f"{spec.name}: no object under {src.url}")
     chosen = []
@@ -81,10 +87,6 @@ def _objects(spec: ModelSpec, s3) -> list[tuple[str, str]]:
             raise RemoteError(f"{spec.name}: s3://{src.bucket}/{key} gives an unsafe file path {path!r}: {why}")
         chosen.append((path, key))
     return sorted(chosen)
-
-
-def _raise(error: Exception):
-    raise error
 
 
 def resolve(spec: ModelSpec, manifest: Manifest, client) -> LockedModel:
