@@ -57,6 +57,9 @@ def number(lo: float | None = 0, hi: float | None = None, *, integer: bool = Fal
     return parse
 
 
+MIN_PART = 64 << 10  # smaller Range parts only multiply requests
+
+
 def size(name: str, raw: str) -> int:
     """A byte count: ``65536``, ``64K``, ``8M``, ``1G`` (powers of 1024)."""
     text = raw.strip().lower().removesuffix("ib").removesuffix("b")
@@ -67,6 +70,13 @@ def size(name: str, raw: str) -> int:
         raise UsageError(f"{name}={raw!r} is not a size (e.g. 65536, 64K, 8M)") from None
     if value < 1:
         raise UsageError(f"{name}={raw!r} must be at least 1 byte")
+    return value
+
+
+def part_size(name: str, raw: str) -> int:
+    value = size(name, raw)
+    if value < MIN_PART:
+        raise UsageError(f"{name}={raw!r} must be at least 64K")
     return value
 
 
@@ -140,10 +150,10 @@ SETTINGS: tuple[Setting, ...] = (
       "seconds without renewal after which another node takes over a download in progress"),
     S("offline", ("HF_HUB_OFFLINE",), False, boolean, "no network: seed from the lock and cache only", "--offline"),
     S("locked", (), False, boolean, "fail (exit 2) if models.lock is missing or out of date", "--locked"),
-    S("jobs", (), 4, number(1, integer=True), "files transferred at once", "--jobs", None, "N"),
+    S("jobs", (), 4, number(1, 64, integer=True), "files transferred at once (1-64)", "--jobs", None, "N"),
     S("connections", ("SEEDER_CONNECTIONS",), DEFAULT_CONNECTIONS, number(1, MAX_CONNECTIONS, integer=True),
       "parallel Range connections per large file (1: one stream)", "--connections", None, "N"),
-    S("part_size", ("SEEDER_PART_SIZE",), DEFAULT_PART_SIZE, size, "bytes per Range request (e.g. 16M)"),
+    S("part_size", ("SEEDER_PART_SIZE",), DEFAULT_PART_SIZE, part_size, "bytes per Range request (64K or more)"),
     S("multipart_min", ("SEEDER_MULTIPART_MIN",), DEFAULT_MULTIPART_MIN, size,
       "files at least this large are fetched in parts"),
     S("connect_timeout", ("SEEDER_CONNECT_TIMEOUT",), 10.0, number(0, above=True), "seconds to connect"),

@@ -98,3 +98,48 @@ def test_help_names_every_flag_and_every_setting_the_code_reads():
     assert {"--jobs", "--connections", "--cache", "--offline", "--locked"} <= flags
     assert not {f for f in flags if f not in top}, sorted(f for f in flags if f not in top)
     assert all(c in top for c in COMMANDS) and "exit codes" in top
+
+
+@pytest.mark.parametrize("setting, value, named", [
+    ("flag", ["--jobs", "1000"], "--jobs"), ("flag", ["--jobs", "0"], "--jobs"),
+    ("env", {"SEEDER_PART_SIZE": "1"}, "SEEDER_PART_SIZE"), ("env", {"SEEDER_PART_SIZE": "63K"}, "SEEDER_PART_SIZE")])
+def test_jobs_and_part_size_have_documented_bounds(setting, value, named, hub, tmp_path):
+    m = _manifest(hub, tmp_path)
+    args, env = (value, {}) if setting == "flag" else ([], value)
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), *args, env=seeder_env(hub.url, **env))
+    assert run.code == 2 and named in run.err, run
+    assert hub.requests == []
+    helps = [subprocess.run([sys.executable, "-m", "seeder", *cmd, "--help"], env=seeder_env(None),
+                            capture_output=True, text=True).stdout for cmd in ([], ["seed"])]
+    assert "64K or more" in helps[0] and "(1-64)" in helps[1]  # the bounds are documented
+
+
+@pytest.mark.parametrize("layout", ["cache inside target", "target inside cache", "the same"])
+def test_a_cache_and_a_target_that_contain_each_other_are_refused(layout, hub, tmp_path):
+    m = _manifest(hub, tmp_path)
+    target, cache = {"cache inside target": ("models", "models/cache"), "target inside cache": ("c/models", "c"),
+                     "the same": ("models", "models")}[layout]
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / target), "--cache", str(tmp_path / cache), hub=hub)
+    assert run.code == 2 and "must not contain each other" in run.err, run
+    assert not (tmp_path / cache / "blobs").exists() and hub.requests == []
+
+
+@pytest.mark.parametrize("value", ["JSON", "Console", "json"])
+def test_log_formats_are_case_insensitive(value, tmp_path):
+    for args, env in ((["--log-format", value], {}), ([], {"SEEDER_LOG_FORMAT": value})):
+        proc = subprocess.run([sys.executable, "-m", "seeder", "status", "-t", str(tmp_path), *args],
+                              env=seeder_env(None, **env), capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("query", ["", "?X-Amz-Signature=abc123secret&X-Amz-Expires=60"])
+def test_a_refusal_from_a_server_that_is_not_the_hub_gives_no_hub_advice(query, hub, tmp_path):
+    data = blob(10_000, seed=9)
+    url = hub.add_file("elsewhere/w.bin", data) + query
+    m = write_manifest(tmp_path / "models.toml", url_entry("w", url, data))
+    hub.add_fault("w.bin", "status", code=403)
+    # the hub endpoint is somewhere else: this server is just a server
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), env=seeder_env("http://127.0.0.1:9"))
+    assert run.code == 3 and "the server refused access" in run.err, run
+    assert "HF_TOKEN" not in run.err and "abc123secret" not in run.err
+    assert ("signed URL may have expired" in run.err) == bool(query)

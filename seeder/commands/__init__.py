@@ -12,6 +12,7 @@ from importlib import import_module
 from pathlib import Path
 from types import ModuleType
 
+from ..errors import UsageError
 from ..settings import Settings
 from ..spec import manifest as manifests
 from ..spec.manifest import Manifest
@@ -38,4 +39,14 @@ def target_of(cfg: Settings) -> Target:
 def caches_of(cfg: Settings) -> list[Cache | S3Cache]:
     """The --cache chain, in lookup order."""
     return [S3Cache(c, write=cfg.cache_write, lease_seconds=cfg.lease_seconds, connect_timeout=cfg.connect_timeout,
-                    read_timeout=cfg.read_timeout) if is_s3(c) else Cache(Path(c)) for c in cfg.caches]
+                    read_timeout=cfg.read_timeout) if is_s3(c) else _local_cache(c, cfg.target) for c in cfg.caches]
+
+
+def _local_cache(value: str, target: str) -> Cache:
+    # A cache inside the target would show blobs/ tmp/ locks/ to every app listing it; a target inside
+    # a cache could be pruned away.
+    cache, models = Path(value).resolve(), Path(target).resolve()
+    if cache.is_relative_to(models) or models.is_relative_to(cache):
+        raise UsageError(f"--cache {value} and the target {target} must not contain each other; "
+                         "put the cache beside the target")
+    return Cache(Path(value))

@@ -134,7 +134,7 @@ class PartedDownload:
             if status == 416:
                 raise ContentMismatch(f"server refused bytes {span.pos}-{span.end - 1}: "
                                                f"the file is shorter than the expected {self.size} bytes")
-            classify(resp, url)
+            classify(resp, url, self.net)
             if status != 206:
                 raise RemoteError(f"HTTP {status} to a Range request from {safe(url)}")
             first, last, total = content_range(resp.headers.get("Content-Range"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from urllib.parse import urlsplit
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -50,7 +51,7 @@ def is_transient(status: int) -> bool:
     return status in (408, 425, 429) or 500 <= status < 600
 
 
-def classify(resp: Response, url: str) -> None:
+def classify(resp: Response, url: str, net: Network) -> None:
     """Raise the right error for a non-success response."""
     status = resp.status_code
     if status < 400:
@@ -58,8 +59,11 @@ def classify(resp: Response, url: str) -> None:
     where = safe(url)
     if is_transient(status):
         raise TransientError(f"HTTP {status} from {where}", retry_after(resp.headers.get("Retry-After")))
-    if status in (401, 403):
+    if status in (401, 403) and net.is_hub(url):
         raise RemoteError(f"HTTP {status} for {where}: gated or private: set HF_TOKEN (and accept the model's terms)")
+    if status in (401, 403):  # the hub's advice means nothing to another server
+        signed = "; a signed URL may have expired" if urlsplit(url).query else ""
+        raise RemoteError(f"HTTP {status} for {where}: the server refused access{signed}")
     if status == 404:
         raise RemoteError(f"HTTP 404 for {where}: not found")
     raise RemoteError(f"HTTP {status} for {where}")

@@ -37,7 +37,7 @@ def _once(client: Client, url: str, part: Path, file: LockedFile, progress) -> D
                 resp.status_code == 206 and content_range(resp.headers.get("Content-Range"))[0] != have):
             part.unlink(missing_ok=True)  # our partial does not fit what the server has now
             raise TransientError("server refused our range; restarting from scratch")
-        classify(resp, url)
+        classify(resp, url, client.net)
         start = have if resp.status_code == 206 else 0
         length = resp.headers.get("Content-Length")
         if length is not None and length.isdigit() and start + int(length) != file.size:

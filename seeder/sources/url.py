@@ -75,7 +75,7 @@ def _head(model: str, url: str, client: Client) -> tuple[int | None, str | None]
                     resp = client.request("HEAD", urljoin(resp.url, resp.headers["Location"]), allow_redirects=False)
                 else:
                     raise RemoteError(f"too many redirects resolving {url}")
-                classify(resp, url)
+                classify(resp, url, client.net)
     except TransientError as e:
         raise RemoteError(f"{model}: HEAD {url} failed after {client.net.retries} attempts: {e}") from None
     except (RemoteError, UsageError) as e:  # UsageError: redirected to plain http
