@@ -116,6 +116,8 @@ class FileProgress:
         self.start_bytes = 0
 
     def resumed_at(self, offset: int) -> None:
+        """Bytes already on disk count as done, so the bar ends at 100 % (it goes back on a restart)."""
+        self.run.advance(offset - self.done)
         self.done = self.start_bytes = offset
 
     def update(self, n: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import pty
@@ -44,6 +45,38 @@ def test_terminal_gets_a_progress_bar_and_readable_lines(hub, tmp_path):
     text = out.decode(errors="replace")
     assert "MiB/s" in text or "MB/s" in text  # the live bar's rate
     assert "summary" in text and not text.lstrip().startswith("{")  # console lines, not JSON
+
+
+def test_the_progress_bar_counts_resumed_bytes_and_ends_at_100_percent(hub, tmp_path):
+    data = blob(3 << 20, seed=6)
+    m = _manifest(hub, tmp_path)
+    part = tmp_path / "t" / ".seeder" / "tmp" / f"sha256-{hashlib.sha256(data).hexdigest()}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[: len(data) // 2])  # what an interrupted run leaves: half the file
+    hub.throttle_bps = 2 << 20
+    text = _in_a_terminal(["-m", str(m), "-t", str(tmp_path / "t")], hub)
+    assert hub.body_bytes() == len(data) - len(data) // 2  # it did resume
+    bars = re.findall(r"(\d+)%\|", text)
+    assert bars and bars[-1] == "100", bars  # it used to stop at the share that came over the wire
+
+
+def _in_a_terminal(args: list[str], hub) -> str:
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a fresh pty is 0x0
+    proc = subprocess.Popen([sys.executable, "-m", "seeder", *args], env=seeder_env(hub.url, TERM="xterm"),
+                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=60) == 0, out[-2000:]
+    return out.decode(errors="replace")
 
 
 def test_json_when_not_a_terminal_and_quiet_flag(hub, tmp_path):

@@ -55,3 +55,32 @@ def test_two_targets_on_one_shared_cache(hub, tmp_path):
     assert hub.body_bytes() == sum(map(len, FILES.values()))
     _intact(tmp_path / "a")
     _intact(tmp_path / "b")
+
+
+def test_a_seeder_waiting_for_another_one_says_so_at_once(hub, tmp_path):
+    import fcntl
+    import os
+    import threading
+    import time
+
+    m = _locked_manifest(hub, tmp_path)
+    target = tmp_path / "t"
+    (target / ".seeder").mkdir(parents=True)
+    fd = os.open(target / ".seeder" / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another seeder, as far as this one can tell
+    lines: list[str] = []
+    try:
+        proc = _spawn(m, target, hub)
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("waiting for another seeder" in x for x in lines):
+            time.sleep(0.05)
+        said = [x for x in lines if "waiting for another seeder" in x]
+        assert said and str(target) in said[0], lines
+        assert proc.poll() is None  # still waiting, not failed
+    finally:
+        os.close(fd)  # the other one is done
+    assert proc.wait(timeout=120) == 0, lines
+    reader.join(timeout=10)
+    _intact(target)

@@ -6,20 +6,24 @@ import errno
 import fcntl
 import os
 import stat
+import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
-from .. import failpoints
+from .. import failpoints, log
 from ..errors import StorageError
+
+WAIT_LOG_EVERY = 5.0  # seconds between "waiting for another seeder" lines
 
 Stamp = tuple[int, int, int]
 """(size, mtime_ns, inode): a file that still carries its stamp was not replaced or rewritten."""
 
 
 @contextmanager
-def flocked(path: Path):
-    """Hold an exclusive ``flock`` on ``path`` (created if missing), waiting for it as long as it takes.
+def flocked(path: Path, waiting: str | None = None):
+    """Hold an exclusive ``flock`` on ``path`` (created if missing), waiting for it as long as it takes,
+    and saying so (``waiting``: what to log, at once and every few seconds) when someone else has it.
 
     The kernel releases it when the process dies, so a killed seeder never leaves a stale one. The
     file itself stays: removing it would let two processes each hold "the" flock on different inodes.
@@ -29,10 +33,28 @@ def flocked(path: Path):
     except OSError as e:
         raise storage_error(e, "lock", path) from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _wait_for(fd, waiting)
         yield
     finally:
         os.close(fd)
+
+
+def _wait_for(fd: int, waiting: str | None) -> None:
+    if waiting is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    started = said = time.monotonic()
+    first = True
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            now = time.monotonic()
+            if first or now - said >= WAIT_LOG_EVERY:
+                log.info(waiting, waited=round(now - started, 1))
+                first, said = False, now
+            time.sleep(0.05)
 
 
 def storage_error(e: OSError, action: str, path: Path | str) -> StorageError:

@@ -101,7 +101,7 @@ class Target:
     def exclusive(self):
         """The target's flock: one seeder writes a target at a time, across processes and containers."""
         self.ensure()
-        with flocked(self.meta / "lock"):
+        with flocked(self.meta / "lock", waiting=f"waiting for another seeder on {self.root}"):
             yield
 
     def write_state(self, state: State) -> None:
