@@ -40,6 +40,16 @@ def _common() -> argparse.ArgumentParser:
     return p
 
 
+def _days(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{raw!r} must not be negative")
+    return value
+
+
 def _options_summary() -> str:
     flags = [f"{s.short + '/' if s.short else ''}{s.flag}{' ' + s.metavar if s.metavar else ''}"
              for s in settings.SETTINGS if s.flag]
@@ -120,7 +130,7 @@ def _add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("du", "prune", "push"))
     p.add_argument("--keep", action="append", default=[], metavar="MANIFEST",
                    help="prune: also keep what this manifest's lock references (repeatable)")
-    p.add_argument("--keep-days", type=float, metavar="N", help="prune: only delete blobs older than N days")
+    p.add_argument("--keep-days", type=_days, metavar="N", help="prune: only delete blobs older than N days (N >= 0)")
 
 
 def _normalise(argv: list[str]) -> list[str]:

@@ -55,7 +55,7 @@ def emit(level: str, event: str, **fields: object) -> None:
     record["level"] = level
     record["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     if _state["json"]:
-        line = json.dumps(record, default=str)
+        line = json.dumps(record, default=str, ensure_ascii=False)  # file names as written: UTF-8, not \uXXXX
     else:
         line = _console()(None, level, record)
     with _write_mutex:

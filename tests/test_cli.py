@@ -176,3 +176,24 @@ def test_a_refusal_from_a_server_that_is_not_the_hub_gives_no_hub_advice(query, 
     assert run.code == 3 and "the server refused access" in run.err, run
     assert "HF_TOKEN" not in run.err and "abc123secret" not in run.err
     assert ("signed URL may have expired" in run.err) == bool(query)
+
+
+def test_json_logs_write_non_ascii_names_as_utf8(hub, tmp_path):
+    data = blob(5_000, seed=10)
+    url = hub.add_file("名前/重み.bin", data)
+    m = write_manifest(tmp_path / "models.toml", url_entry("m", url, data) + 'filename = "重み.bin"\n')
+    proc = subprocess.run([sys.executable, "-m", "seeder", "-m", str(m), "-t", str(tmp_path / "t"),
+                           "--log-format", "json"], env=seeder_env(hub.url, PYTHONIOENCODING="utf-8"),
+                          capture_output=True, text=True, encoding="utf-8")
+    assert proc.returncode == 0, proc.stderr
+    assert '"file": "重み.bin"' in proc.stderr and "\\u91cd" not in proc.stderr
+
+
+def test_small_usage_mistakes_exit_2_with_a_clear_line(tmp_path):
+    run = run_seeder("import", str(tmp_path / "missing.tar"), "-t", str(tmp_path / "t"))
+    assert run.code == 2 and "missing.tar: no such bundle file" in run.err, run
+    (tmp_path / "models.toml").write_text("")
+    proc = subprocess.run([sys.executable, "-m", "seeder", "cache", "prune", "--cache", str(tmp_path / "c"),
+                           "-m", str(tmp_path / "models.toml"), "--keep-days", "-1"], env=seeder_env(None),
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "must not be negative" in proc.stderr, proc.stderr

@@ -107,6 +107,8 @@ def export(target: Target, output: Path) -> int:
 def _open_input(path: Path):
     try:
         raw = open(path, "rb")
+    except (FileNotFoundError, IsADirectoryError):
+        raise UsageError(f"{path}: no such bundle file") from None
     except OSError as e:
         raise storage_error(e, "read", path) from None
     if raw.read(4) == _ZSTD_MAGIC:
