@@ -133,12 +133,30 @@ def _add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-days", type=_days, metavar="N", help="prune: only delete blobs older than N days (N >= 0)")
 
 
+_TAKES_VALUE = {"-m", "--manifest", "-t", "--target", "--cache", "--jobs", "--connections", "--token-file",
+                "--grace", "--log-format", "-o", "--output", "--keep", "--keep-days"}
+
+
 def _normalise(argv: list[str]) -> list[str]:
-    """``seeder --verify ...`` is ``seeder verify ...``; no command means ``seed``."""
-    if "--verify" in argv and argv[0] not in COMMANDS:
-        argv = ["verify", *[a for a in argv if a != "--verify"]]
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
-        argv = ["seed", *argv]
+    """The command first, wherever it was given (``seeder -m x.toml status``, as git and uv allow);
+    ``seeder --verify ...`` is ``seeder verify ...``; no command means ``seed``."""
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token in _TAKES_VALUE:
+            i += 2
+            continue
+        if token == "--":
+            break
+        if not token.startswith("-"):
+            if token not in COMMANDS:
+                build_parser().error(f"unknown command {token!r}; the commands are {', '.join(COMMANDS)}")
+            return [token, *argv[:i], *argv[i + 1:]]
+        i += 1
+    if "--verify" in argv:
+        return ["verify", *[a for a in argv if a != "--verify"]]
+    if not argv or not {"-h", "--help", "--version"} & set(argv[:1]):
+        return ["seed", *argv]
     return argv
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import pty
@@ -197,3 +198,14 @@ def test_small_usage_mistakes_exit_2_with_a_clear_line(tmp_path):
                            "-m", str(tmp_path / "models.toml"), "--keep-days", "-1"], env=seeder_env(None),
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "must not be negative" in proc.stderr, proc.stderr
+
+
+def test_options_may_come_before_the_command_and_an_unknown_command_is_named(hub, tmp_path):
+    m = _manifest(hub, tmp_path, size=1000)
+    assert run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub).code == 0
+    status = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), "status", "--json")
+    assert status.code == 0 and json.loads(status.out)[0]["state"] == "complete", status
+    deep = run_seeder("-t", str(tmp_path / "t"), "-m", str(m), "status", "--verify", "--json")
+    assert deep.code == 0 and json.loads(deep.out)[0]["name"] == "m", deep  # status's own --verify
+    bogus = run_seeder("bogus", "-t", str(tmp_path / "t"))
+    assert bogus.code == 2 and "unknown command 'bogus'" in bogus.err and "status" in bogus.err, bogus
