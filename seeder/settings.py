@@ -159,7 +159,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("connect_timeout", ("SEEDER_CONNECT_TIMEOUT",), 10.0, number(0, above=True), "seconds to connect"),
     S("read_timeout", ("SEEDER_READ_TIMEOUT",), 30.0, number(0, above=True),
       "seconds without a byte before a read counts as stalled"),
-    S("retries", ("SEEDER_RETRIES",), 5, number(0, integer=True), "attempts per request"),
+    S("retries", ("SEEDER_RETRIES",), 4, number(0, integer=True),
+      "retries of a failed request (N retries: N+1 attempts; 0: one attempt)"),
     S("backoff_max", ("SEEDER_BACKOFF_MAX",), 30.0, number(0), "longest wait between attempts, in seconds"),
     S("grace", ("SEEDER_GRACE",), 5.0, number(0),
       "seconds a replaced model version stays for readers mid-way", "--grace", None, "SECONDS"),
@@ -230,8 +231,8 @@ class Network:
     allow_http: bool = False
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
-    retries: int = 5
-    """Attempts per request."""
+    attempts: int = 5
+    """Attempts per request: the first and SEEDER_RETRIES more."""
     backoff_max: float = 30.0
     ca_bundle: str | None = None
 
@@ -284,7 +285,7 @@ class Settings:
     def network(self) -> Network:
         net = Network(endpoint=self.endpoint, token=read_token(self.token_file), offline=self.offline,
                       allow_http=self.allow_http, connect_timeout=self.connect_timeout,
-                      read_timeout=self.read_timeout, retries=max(1, self.retries), backoff_max=self.backoff_max,
+                      read_timeout=self.read_timeout, attempts=self.retries + 1, backoff_max=self.backoff_max,
                       ca_bundle=self.ca_bundle)
         net.check_url(self.endpoint)
         return net

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Short timeouts and backoff so fault tests finish in seconds; the behaviour is the same as with defaults.
 FAST_NET = {
-    "SEEDER_RETRIES": "4",
+    "SEEDER_RETRIES": "3",  # 4 attempts
     "SEEDER_BACKOFF_MAX": "0.3",
     "SEEDER_READ_TIMEOUT": "2",
     "SEEDER_CONNECT_TIMEOUT": "2",

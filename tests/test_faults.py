@@ -142,7 +142,7 @@ def test_server_that_never_answers_exits_3_in_bounded_time(tmp_path):
             f'[[models]]\nname = "m"\nurl = "http://127.0.0.1:{port}/x.bin"\nsha256 = "{"0" * 64}"\nsize = 10\n')
         started = time.monotonic()
         run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t"),
-                         env=seeder_env(None, SEEDER_READ_TIMEOUT="1", SEEDER_RETRIES="2"))
+                         env=seeder_env(None, SEEDER_READ_TIMEOUT="1", SEEDER_RETRIES="1"))
         assert run.code == 3 and "Timeout" in run.err
         assert time.monotonic() - started < 15
     finally:
@@ -249,7 +249,7 @@ def test_a_server_that_never_accepts_the_connection_hits_the_connect_timeout(tmp
                            "size = 10\n")
         started = time.monotonic()
         run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"),
-                         env=seeder_env(None, SEEDER_CONNECT_TIMEOUT="1", SEEDER_READ_TIMEOUT="60", SEEDER_RETRIES="2"))
+                         env=seeder_env(None, SEEDER_CONNECT_TIMEOUT="1", SEEDER_READ_TIMEOUT="60", SEEDER_RETRIES="1"))
         elapsed = time.monotonic() - started
     finally:
         for c in fillers:
@@ -267,3 +267,14 @@ def test_retry_after_is_honoured_up_to_a_cap():
     assert _retry_after(formatdate(time.time() + 10 * RETRY_AFTER_MAX, usegmt=True)) == RETRY_AFTER_MAX
     assert _retry_after(formatdate(time.time() - 60, usegmt=True)) == 0.0
     assert _retry_after("soon") is None
+
+
+@pytest.mark.parametrize("retries, attempts", [("0", 1), ("1", 2), ("2", 3)])
+def test_seeder_retries_counts_retries_not_attempts(retries, attempts, hub, tmp_path):
+    data = blob(10_000, seed=90)
+    url = hub.add_file("r/w.bin", data)
+    m = write_manifest(tmp_path / "models.toml", url_entry("w", url, data))
+    hub.add_fault("w.bin", "status", times=10, code=503)
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), env=seeder_env(hub.url, SEEDER_RETRIES=retries))
+    assert run.code == 3 and f"gave up after {attempts} attempts" in run.err, run
+    assert len([r for r in hub.requests if r.kind == "files"]) == attempts

@@ -243,7 +243,7 @@ def _client(connections: int = 8, **net) -> Client:
 def _download(hub, data: bytes, part: Path, **net) -> Downloaded:
     url = hub.add_file("x/file.bin", data)
     file = LockedFile(path="file.bin", size=len(data), sha256=sha256(data))
-    client = _client(**(dict(endpoint=hub.url, retries=3, backoff_max=0.1, read_timeout=2) | net))
+    client = _client(**(dict(endpoint=hub.url, attempts=3, backoff_max=0.1, read_timeout=2) | net))
     progress = log.Progress(len(data)).file("m", "file.bin", len(data))
     return download(client, [url], part, file, progress, "m")
 
@@ -323,7 +323,7 @@ def test_server_with_a_different_size_is_an_integrity_error(hub, tmp_path):
     data = blob(10 * P, seed=57)
     hub.add_file("x/file.bin", data[:-1])  # the server's file is one byte short of the lock's
     file = LockedFile(path="file.bin", size=len(data), sha256=sha256(data))
-    client = _client(endpoint=hub.url, retries=2, backoff_max=0.1)
+    client = _client(endpoint=hub.url, attempts=2, backoff_max=0.1)
     progress = log.Progress(len(data)).file("m", "file.bin", len(data))
     part = tmp_path / "file.part"
     with pytest.raises(IntegrityError, match="expected"):

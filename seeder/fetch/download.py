@@ -48,7 +48,7 @@ def _any(client: Client, urls: list[str], part: Path, file: LockedFile, progress
                     log.info("server ignores Range: one stream", model=model, file=file.path, reason=str(e))
             return stream.download(client, url, part, file, progress, model)
         except TransientError as e:
-            last = RemoteError(f"{model}/{file.path}: {e} (gave up after {client.net.retries} attempts)")
+            last = RemoteError(f"{model}/{file.path}: {e} (gave up after {client.net.attempts} attempts)")
         except RemoteError as e:
             last = RemoteError(f"{model}/{file.path}: {e}")
         if len(urls) > 1:

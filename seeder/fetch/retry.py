@@ -87,5 +87,5 @@ def retrying(net: Network, what: str, model: str, path: str | None = None,
                     error=str(state.outcome.exception()), wait=round(state.upcoming_sleep, 2),
                     **{k: v() if callable(v) else v for k, v in fields.items()})
 
-    return Retrying(retry=retry_if_exception_type(TransientError), stop=stop_after_attempt(net.retries),
+    return Retrying(retry=retry_if_exception_type(TransientError), stop=stop_after_attempt(net.attempts),
                     wait=wait, before_sleep=before_sleep, sleep=sleep, reraise=True)

@@ -58,7 +58,7 @@ def resolve(spec: ModelSpec, manifest: Manifest, client: Client) -> LockedModel:
         entries = _call(lambda: [e for e in api.list_repo_tree(src.repo, revision=commit, recursive=True)
                                  if hasattr(e, "blob_id")], spec.name, where, net)
     except TransientError as e:
-        raise RemoteError(f"{spec.name}: resolving {where} failed after {net.retries} attempts: {e}") from None
+        raise RemoteError(f"{spec.name}: resolving {where} failed after {net.attempts} attempts: {e}") from None
 
     selected = filter_repo_objects(entries, allow_patterns=list(src.include) or None,
                                    ignore_patterns=list(src.exclude) or None, key=lambda e: e.path)

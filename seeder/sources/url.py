@@ -77,7 +77,7 @@ def _head(model: str, url: str, client: Client) -> tuple[int | None, str | None]
                     raise RemoteError(f"too many redirects resolving {url}")
                 classify(resp, url, client.net)
     except TransientError as e:
-        raise RemoteError(f"{model}: HEAD {url} failed after {client.net.retries} attempts: {e}") from None
+        raise RemoteError(f"{model}: HEAD {url} failed after {client.net.attempts} attempts: {e}") from None
     except (RemoteError, UsageError) as e:  # UsageError: redirected to plain http
         raise RemoteError(f"{model}: {e}") from None
     raw_size = resp.headers.get("X-Linked-Size") or resp.headers.get("Content-Length")
