@@ -209,3 +209,22 @@ def test_options_may_come_before_the_command_and_an_unknown_command_is_named(hub
     assert deep.code == 0 and json.loads(deep.out)[0]["name"] == "m", deep  # status's own --verify
     bogus = run_seeder("bogus", "-t", str(tmp_path / "t"))
     assert bogus.code == 2 and "unknown command 'bogus'" in bogus.err and "status" in bogus.err, bogus
+
+
+def test_status_and_seed_say_when_there_is_nothing_or_the_state_is_damaged(hub, tmp_path):
+    run = run_seeder("status", "-m", str(tmp_path / "none.toml"), "-t", str(tmp_path / "nowhere"))
+    assert run.code == 2 and "nothing to show" in run.err, run
+    m = _manifest(hub, tmp_path, size=1000)
+    assert run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub).code == 0
+    (tmp_path / "t" / ".seeder" / "state.json").write_text("{not json")
+    run = run_seeder("status", "-m", str(m), "-t", str(tmp_path / "t"))
+    assert run.code == 0 and any("state is unreadable" in e["event"] for e in run.events), run
+    empty = write_manifest(tmp_path / "empty.toml", "")
+    run = run_seeder("-m", str(empty), "-t", str(tmp_path / "e"), hub=hub)
+    assert run.code == 0 and any("lists no models" in e["event"] for e in run.events), run
+
+
+def test_a_non_ascii_model_name_is_refused_saying_ascii(tmp_path):
+    m = write_manifest(tmp_path / "models.toml", '[[models]]\nname = "modèle-ünï"\nurl = "https://x/a.bin"\n')
+    run = run_seeder("lock", "-m", str(m))
+    assert run.code == 2 and "ASCII letters" in run.err, run

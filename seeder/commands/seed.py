@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from .. import log
 from ..errors import OK
 from ..install import Summary, install
 from ..resolve import obtain_lock
@@ -13,7 +14,10 @@ from . import caches_of, load_manifest, target_of
 def run(args, cfg, net) -> int:
     started = time.monotonic()
     target = target_of(cfg)
-    lock = obtain_lock(load_manifest(cfg), target, locked=cfg.locked, net=net)
+    manifest = load_manifest(cfg)
+    if not manifest.models:
+        log.warning("the manifest lists no models: nothing to do", path=str(manifest.path))
+    lock = obtain_lock(manifest, target, locked=cfg.locked, net=net)
     if target.is_complete(lock):
         summary = Summary.warm(lock, time.monotonic() - started)
     else:

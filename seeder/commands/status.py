@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import OK
+from .. import log
+from ..errors import OK, UsageError
 from ..fmt import human_bytes
 from ..resolve import current_lock
 from ..spec import manifest as manifests
 from ..spec.lock import Lock
 from ..spec.manifest import Manifest
 from ..store import Target
+from ..store import state as states
 from ..store.verify import verify
 from . import target_of
 
@@ -84,6 +86,11 @@ def run(args, cfg, net) -> int:
     if Path(cfg.manifest).exists():
         manifest = manifests.load(Path(cfg.manifest))
         lock = current_lock(manifest, target)
+    elif not target.root.exists():
+        raise UsageError(f"nothing to show: no manifest at {cfg.manifest} and no target at {target.root}")
+    if target.state_file.exists() and not states.readable(target.state_file):
+        log.warning("the target's state is unreadable: every model shows as missing until seeder runs again",
+                    path=str(target.state_file))
     rows = status(target, manifest, lock, deep=args.deep)
     print(json.dumps(to_json(rows), indent=2) if args.json else render_table(rows))
     return OK

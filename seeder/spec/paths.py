@@ -10,7 +10,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 def check_name(name: str) -> str | None:
     """Return why ``name`` is not a usable model directory name, or None."""
     if not _NAME.fullmatch(name):
-        return "must start with a letter or digit and contain only letters, digits, '.', '_' or '-'"
+        return ("must start with an ASCII letter or digit and contain only ASCII letters, digits, '.', '_' or '-' "
+                "(it names a directory every container and filesystem must agree on)")
     if len(name) > 128:
         return "is longer than 128 characters"
     return None

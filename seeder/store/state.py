@@ -87,6 +87,15 @@ def read(path: Path) -> State:
         return {}
 
 
+def readable(path: Path) -> bool:
+    """Whether the state file parses at all (a damaged one is ignored, which users should hear about)."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        return isinstance(data, dict) and data.get("version") == STATE_VERSION
+    except (OSError, ValueError):
+        return False
+
+
 def dumps(state: State) -> str:
     data = {"version": STATE_VERSION, "models": {n: r.to_json() for n, r in sorted(state.items())}}
     return json.dumps(data, indent=1) + "\n"
