@@ -103,7 +103,12 @@ def _add_commands(sub, common: argparse.ArgumentParser) -> None:
                        description="Re-resolve every model (branches and tags move forward), rewrite the lock, "
                        "fetch only new or changed files, switch each model atomically, and remove models the "
                        "manifest no longer lists. Readers that resolve <target>/<name> once see one version.")
-    p.add_argument("--dry-run", action="store_true", help="show what would change; touch nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan on stdout, one line per model (add, update, remove, unchanged: files, "
+                        "bytes, old -> new commit); touch nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
+    p.add_argument("--exit-code", action="store_true",
+                   help="with --dry-run: exit 10 when something would change, 0 when nothing would")
     p.add_argument("--keep-removed", action="store_true", help="keep models the manifest no longer lists")
     p = sub.add_parser("status", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
                        help="show what the target holds",

@@ -19,6 +19,7 @@ exit codes:
   3   remote failure after retries (network, HTTP error, auth, not found),
       or --offline with files missing
   4   local storage failure (disk full, permission denied, read-only)
+  10  refresh --dry-run --exit-code: something would change
   70  internal error (a bug: please report it)
   130 interrupted (Ctrl-C); 143 terminated (SIGTERM, docker stop): what arrived
       is kept and the next run resumes it"""

@@ -210,12 +210,9 @@ def show(value: object) -> str:
 class Parts:
     """How one large file is split over connections."""
 
-    connections: int = DEFAULT_CONNECTIONS
-    """Parallel connections for one large file (``Range`` parts); 1 means a single stream."""
-    part_size: int = DEFAULT_PART_SIZE
-    """Bytes per ``Range`` request of a multi-part download (smaller near the end)."""
-    multipart_min: int = DEFAULT_MULTIPART_MIN
-    """Files at least this large are fetched in parts; smaller ones as one stream."""
+    connections: int = DEFAULT_CONNECTIONS  # for one large file; 1 means a single stream
+    part_size: int = DEFAULT_PART_SIZE  # bytes per Range request (smaller near the end)
+    multipart_min: int = DEFAULT_MULTIPART_MIN  # smaller files come as one stream
 
     def multipart(self, size: int) -> bool:
         return self.connections > 1 and size >= max(self.multipart_min, 1)
@@ -231,8 +228,7 @@ class Network:
     allow_http: bool = False
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
-    attempts: int = 5
-    """Attempts per request: the first and SEEDER_RETRIES more."""
+    attempts: int = 5  # per request: the first and SEEDER_RETRIES more
     backoff_max: float = 30.0
     ca_bundle: str | None = None
 

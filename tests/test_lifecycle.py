@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import blob, run_seeder, seeder_env, sha256, url_entry
+from tests.conftest import blob, run_seeder, seeder_env, sha256, url_entry, write_manifest
 
 V1 = {
     "config.json": b'{"v": 1}',
@@ -54,6 +55,13 @@ def test_refresh_fetches_only_new_and_changed_files(hub, tmp_path):
     assert plan["bytes_added"] == len(V2["new.bin"]) and plan["bytes_updated"] == len(V2["model.safetensors"])
     assert _tree(target / "m") == before and hub.body_bytes() == 0
     assert json.loads((tmp_path / "models.lock").read_text())["models"][0]["commit"] != new_commit
+    # the plan, for people on stdout (one line per model) and for scripts as JSON and an exit code
+    assert re.match(r"update +m +2 files, .* [0-9a-f]{12} -> [0-9a-f]{12}$", dry.out.strip()), dry.out
+    quiet = run_seeder("refresh", "--dry-run", "-q", "--json", "--exit-code", "-m", str(m), "-t", str(target), hub=hub)
+    plan = json.loads(quiet.out)
+    assert quiet.code == 10 and plan == [{"model": "m", "action": "update", "files": 2,
+                                          "bytes": len(V2["new.bin"]) + len(V2["model.safetensors"]),
+                                          "from": plan[0]["from"], "to": new_commit}], quiet
 
     run = run_seeder("refresh", "--grace", "0", "-m", str(m), "-t", str(target), hub=hub)
     assert run.code == 0, run
@@ -64,6 +72,8 @@ def test_refresh_fetches_only_new_and_changed_files(hub, tmp_path):
     change = [e for e in run.events if e["event"] == "change"][0]
     assert change["removed"] == ["old.txt"]
     assert run_seeder("--verify", "-m", str(m), "-t", str(target), hub=hub).code == 0
+    again = run_seeder("refresh", "--dry-run", "--exit-code", "-m", str(m), "-t", str(target), hub=hub)
+    assert again.code == 0 and again.out.startswith("unchanged m"), again
     # only the new version is left on disk
     assert len(list((target / ".seeder" / "versions" / "m").iterdir())) == 1
 
@@ -273,3 +283,18 @@ def test_an_export_carries_the_lock_and_a_checksum_list(hub, tmp_path):
         sums = dict(line.split("  ")[::-1] for line in tar.extractfile(SUMS_NAME).read().decode().splitlines())
     assert names[:2] == [LOCK_NAME, SUMS_NAME]
     assert sums == {f"{PREFIX}m/{path}": sha256(data) for path, data in V1.items()}
+
+
+def test_refresh_dry_run_plans_adds_and_removals_per_model(hub, tmp_path):
+    a, b = blob(2_000, seed=31), blob(3_000, seed=32)
+    ua, ub = hub.add_file("a/a.bin", a), hub.add_file("b/b.bin", b)
+    m = write_manifest(tmp_path / "models.toml", url_entry("a", ua, a))
+    target = tmp_path / "t"
+    assert run_seeder("-m", str(m), "-t", str(target), hub=hub).code == 0
+    m.write_text(url_entry("b", ub, b))  # a goes, b comes
+    dry = run_seeder("refresh", "--dry-run", "--json", "-m", str(m), "-t", str(target), hub=hub)
+    plan = {p["model"]: p for p in json.loads(dry.out)}
+    assert plan["b"]["action"] == "add" and plan["b"]["bytes"] == len(b) and plan["b"]["from"] is None
+    assert plan["a"]["action"] == "remove" and plan["a"]["files"] == 1 and plan["a"]["to"] is None
+    keep = run_seeder("refresh", "--dry-run", "--keep-removed", "-m", str(m), "-t", str(target), hub=hub)
+    assert [line.split()[:2] for line in keep.out.splitlines()] == [["add", "b"]]
