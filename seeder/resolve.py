@@ -25,10 +25,15 @@ def current_lock(manifest: Manifest, target: Target) -> Lock | None:
     return current if current is not None else lockfile.read(target.lock_copy)
 
 
-def obtain_lock(manifest: Manifest, target: Target, *, locked: bool, net: Network | None) -> Lock:
-    """The lock to seed from: the manifest's own when it matches, else re-resolved (and written back)."""
+def obtain_lock(manifest: Manifest, target: Target, *, locked: bool, net: Network | None,
+                committed: bool = False) -> Lock:
+    """The lock to seed from: the manifest's own when it matches, else re-resolved (and written back).
+
+    ``committed`` (``--locked``): only the lock beside the manifest counts; one kept in the target's
+    state was resolved by some earlier run, not committed by anyone.
+    """
     path = lockfile.lock_path_for(manifest.path)
-    current = current_lock(manifest, target)
+    current = lockfile.read(path) if committed else current_lock(manifest, target)
     if current is not None and current.matches(manifest):
         return current
     current = current or Lock(models=())

@@ -133,9 +133,15 @@ def test_locked_refuses_missing_or_stale_lock(hub, tmp_path):
     assert run_seeder("--locked", "-m", str(m), "-t", str(tmp_path / "t"), hub=hub).code == 0
     assert not [r for r in hub.requests if r.path.startswith("/api/")]  # seeding from a lock needs no API
 
+    lock_before = (tmp_path / "models.lock").read_bytes()
+    assert run_seeder("lock", "--locked", "-m", str(m), hub=hub).code == 0  # current: a check, no write
     m.write_text(m.read_text().replace('"model.safetensors", ', ""))
     run = run_seeder("--locked", "-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
     assert run.code == 2 and "out of date for embedding" in run.err
+    # `seeder lock --locked` checks the same way, and writes nothing
+    run = run_seeder("lock", "--locked", "-m", str(m), hub=hub)
+    assert run.code == 2 and "out of date for embedding" in run.err, run
+    assert (tmp_path / "models.lock").read_bytes() == lock_before
 
 
 def test_stale_lock_is_re_resolved_without_locked(hub, tmp_path):
@@ -276,6 +282,10 @@ def test_read_only_manifest_dir_keeps_the_lock_in_the_target(hub, tmp_path):
         hub.clear_log()
         assert run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub).code == 0
         assert hub.requests == []  # the kept lock is used: no re-resolution
+        # ... but it is no committed lock: --locked refuses it, on this target as on a fresh one
+        for target in ("t", "fresh"):
+            run = run_seeder("--locked", "-m", str(m), "-t", str(tmp_path / target), hub=hub)
+            assert run.code == 2 and "models.lock is missing" in run.err, run
     finally:
         subprocess.run(["umount", str(conf)], check=True)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..errors import OK, UsageError
+from .. import log
+from ..errors import OK, LockError, UsageError
 from ..resolve import resolve, save_lock
 from ..spec import lock as lockfile
 from ..spec.lock import Lock
@@ -15,6 +16,15 @@ def run(args, cfg, net) -> int:
         raise UsageError("seeder lock needs the hub; it cannot run --offline")
     path = lockfile.lock_path_for(manifest.path)
     current = lockfile.read(path) or Lock(models=())
+    if cfg.locked:  # as `uv lock --locked`: check that the lock is current, write nothing
+        if args.upgrade:
+            raise UsageError("--locked checks the lock and --upgrade rewrites it: use one")
+        if not current.matches(manifest):
+            stale = ", ".join(current.stale_models(manifest)) or "removed models"
+            raise LockError(f"{path} is {'missing' if not current.models else f'out of date for {stale}'}; "
+                            "run `seeder lock` and commit the result")
+        log.info("lock is up to date", path=str(path))
+        return OK
     names = [m.name for m in manifest.models] if args.upgrade else current.stale_models(manifest)
     fresh = resolve(manifest, names, net) if names else {}
     save_lock(current.updated(manifest, fresh), path, target=None)

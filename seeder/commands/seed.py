@@ -17,7 +17,7 @@ def run(args, cfg, net) -> int:
     manifest = load_manifest(cfg)
     if not manifest.models:
         log.warning("the manifest lists no models: nothing to do", path=str(manifest.path))
-    lock = obtain_lock(manifest, target, locked=cfg.locked, net=net)
+    lock = obtain_lock(manifest, target, locked=cfg.locked, net=net, committed=cfg.locked)
     if target.is_complete(lock):
         summary = Summary.warm(lock, time.monotonic() - started)
     else:
