@@ -228,3 +228,15 @@ def test_a_non_ascii_model_name_is_refused_saying_ascii(tmp_path):
     m = write_manifest(tmp_path / "models.toml", '[[models]]\nname = "modèle-ünï"\nurl = "https://x/a.bin"\n')
     run = run_seeder("lock", "-m", str(m))
     assert run.code == 2 and "ASCII letters" in run.err, run
+
+
+def test_status_shows_an_interrupted_download_as_partial_with_its_bytes(hub, tmp_path):
+    data = blob(3 << 20, seed=6)
+    m = _manifest(hub, tmp_path)
+    assert run_seeder("lock", "-m", str(m), hub=hub).code == 0
+    part = tmp_path / "t" / ".seeder" / "tmp" / f"sha256-{hashlib.sha256(data).hexdigest()}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[: 1 << 20])  # what Ctrl-C leaves behind
+    run = run_seeder("status", "--json", "-m", str(m), "-t", str(tmp_path / "t"))
+    row = json.loads(run.out)[0]
+    assert run.code == 0 and row["state"] == "partial" and "1.0 MiB of 3.0 MiB on disk" in row["detail"], run

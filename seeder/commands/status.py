@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import log
 from ..errors import OK, UsageError
+from ..fetch.partial import partial_path, size_on_disk
 from ..fmt import human_bytes
 from ..resolve import current_lock
 from ..spec import manifest as manifests
@@ -42,7 +43,7 @@ def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep
         record = state.get(name)
         spec = manifest.get(name) if manifest else None
         if record is None or not target.visible(name).exists():
-            rows.append(ModelStatus(name, MISSING))
+            rows.append(_not_installed(target, name, lock))
             continue
         installed = record.model
         row = ModelStatus(name, COMPLETE, revision=installed.revision or "url",
@@ -60,6 +61,20 @@ def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep
             row.state, row.detail = STALE, "the lock pins another version"
         rows.append(row)
     return rows
+
+
+def _not_installed(target: Target, name: str, lock: Lock | None) -> ModelStatus:
+    """Missing, or partial with the bytes a running or interrupted download has on disk (it resumes)."""
+    model = lock.get(name) if lock else None
+    if model is None:
+        return ModelStatus(name, MISSING)
+    have = sum(size_on_disk(partial_path(target.tmp, f)) + (f.size if (target.version_dir(model) / f.path).exists()
+                                                              else 0) for f in model.files)
+    if not have:
+        return ModelStatus(name, MISSING)
+    return ModelStatus(name, PARTIAL, revision=model.revision or "url", commit=model.commit, files=len(model.files),
+                       bytes=model.total_size, detail=f"{human_bytes(have)} of {human_bytes(model.total_size)} "
+                       "on disk, not installed yet (seeder resumes it)")
 
 
 def render_table(rows: list[ModelStatus]) -> str:
