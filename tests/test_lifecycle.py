@@ -298,3 +298,31 @@ def test_refresh_dry_run_plans_adds_and_removals_per_model(hub, tmp_path):
     assert plan["a"]["action"] == "remove" and plan["a"]["files"] == 1 and plan["a"]["to"] is None
     keep = run_seeder("refresh", "--dry-run", "--keep-removed", "-m", str(m), "-t", str(target), hub=hub)
     assert [line.split()[:2] for line in keep.out.splitlines()] == [["add", "b"]]
+
+
+def test_verify_reports_stray_files_and_import_says_what_it_replaces(hub, tmp_path):
+    a1, a2 = blob(2_000, seed=33), blob(2_000, seed=34)
+    u1 = hub.add_file("v1/a.bin", a1)
+    m = write_manifest(tmp_path / "models.toml", url_entry("a", u1, a1) + 'filename = "a.bin"\n')
+    target = tmp_path / "t"
+    assert run_seeder("-m", str(m), "-t", str(target), hub=hub).code == 0
+    bundle = tmp_path / "old.tar"
+    assert run_seeder("export", "-o", str(bundle), "-t", str(target)).code == 0
+    (target / "a" / "notes.txt").write_text("put here by hand")
+    run = run_seeder("verify", "-m", str(m), "-t", str(target))
+    assert run.code == 1 and any(e.get("file") == "notes.txt" and e.get("problem") == "stray" for e in run.events)
+    (target / "a" / "notes.txt").unlink()
+    u2 = hub.add_file("v2/a.bin", a2)
+    m.write_text(url_entry("a", u2, a2) + 'filename = "a.bin"\n')
+    assert run_seeder("-m", str(m), "-t", str(target), hub=hub).code == 0
+    run = run_seeder("import", str(bundle), "-t", str(target))  # the older bundle
+    assert run.code == 0 and any(e["event"] == "the bundle replaces an installed model" for e in run.events), run
+    assert (target / "a" / "a.bin").read_bytes() == a1
+
+
+def test_cache_prune_names_a_missing_keep_manifest(tmp_path):
+    write_manifest(tmp_path / "models.toml", "")
+    (tmp_path / "models.lock").write_text('{"version": 1, "models": []}')  # -m itself is fine
+    run = run_seeder("cache", "prune", "--cache", str(tmp_path / "c"), "-m", str(tmp_path / "models.toml"),
+                     "--keep", str(tmp_path / "missing.toml"))
+    assert run.code == 2 and "missing.toml: no such manifest" in run.err, run

@@ -127,9 +127,21 @@ def import_bundle(path: Path, target: Target, jobs: int, grace: float) -> Summar
     staging.ensure()
     try:
         lock = _unpack_verified(path, staging)
+        _say_what_it_replaces(target, lock)
         return install(lock, target, caches=[staging], jobs=jobs, grace=grace, record_lock=True)
     finally:
         shutil.rmtree(staging.root, ignore_errors=True)
+
+
+def _say_what_it_replaces(target: Target, lock: Lock) -> None:
+    """A bundle may be older than what is installed: never replace a model without saying so."""
+    state = target.read_state()
+    for model in lock.models:
+        old = state.get(model.name)
+        if old is not None and old.version != model.version:
+            log.warning("the bundle replaces an installed model", model=model.name,
+                        installed=old.model.commit or old.version, bundle=model.commit or model.version,
+                        installed_at=old.installed_at)
 
 
 def _unpack_verified(path: Path, staging: Cache) -> Lock:

@@ -51,7 +51,7 @@ def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep
                           bytes=installed.total_size, installed_at=record.installed_at)
         problems = verify(target, Lock(models=(installed,)), fast=not deep, state=state)
         if problems:
-            worst = MODIFIED if all(p.kind == "checksum" for p in problems) else PARTIAL
+            worst = MODIFIED if all(p.kind in ("checksum", "stray") for p in problems) else PARTIAL
             row.state, row.detail = worst, "; ".join(str(p) for p in problems[:3])
         elif manifest is not None and spec is None:
             row.state, row.detail = EXTRA, "not in the manifest (seeder refresh removes it)"

@@ -41,6 +41,8 @@ def referenced(manifest_paths: list[Path]) -> set[str]:
     """Digests every given manifest's lock needs."""
     keep: set[str] = set()
     for path in manifest_paths:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such manifest (prune keeps what the locks of -m and --keep reference)")
         manifest = manifests.load(path)
         lock = lockfile.read(lockfile.lock_path_for(path))
         if lock is None or not lock.matches(manifest):

@@ -21,7 +21,7 @@ from .target import Target
 class Problem:
     model: str
     path: str | None
-    kind: str  # not-installed, stale, missing, size, checksum
+    kind: str  # not-installed, stale, missing, size, checksum, stray
     detail: str
 
     def __str__(self) -> str:
@@ -53,6 +53,15 @@ def _check_file(target: Target, model: LockedModel, file: LockedFile, fast: bool
     return None
 
 
+def _strays(target: Target, model: LockedModel) -> list[Problem]:
+    """Files in the model's directory that its lock does not list: someone wrote there."""
+    root = target.visible(model.name)
+    wanted = {f.path for f in model.files}
+    found = (str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink())
+    return [Problem(model.name, path, "stray", "not in the lock: written there after install")
+            for path in sorted(found) if path not in wanted]
+
+
 def verify(target: Target, lock: Lock, *, fast: bool = False, jobs: int | None = None,
            state: State | None = None) -> list[Problem]:
     """Problems of ``lock``'s models in ``target``; ``state``: the target's, when the caller has read it."""
@@ -67,6 +76,7 @@ def verify(target: Target, lock: Lock, *, fast: bool = False, jobs: int | None =
         if record.version != model.version:
             problems.append(Problem(model.name, None, "stale", "installed version differs from the lock (run seeder)"))
         checks.extend((model, f) for f in model.files)
+        problems.extend(_strays(target, model))
     # Hashing releases the GIL, so threads use every core; big files first keeps them all busy.
     checks.sort(key=lambda mf: -mf[1].size)
     workers = jobs or min(8, os.cpu_count() or 1)
