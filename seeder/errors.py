@@ -68,9 +68,11 @@ class StorageError(SeederError):
 class TransientError(Exception):
     """Worth retrying: the connection broke, stalled, or the server asked us to come back."""
 
-    def __init__(self, message: str, retry_after: float | None = None):
+    def __init__(self, message: str, retry_after: float | None = None, unreachable: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
+        self.unreachable = unreachable
+        """No connection at all (unknown host, refused): other files on that host will fare no better."""
 
 
 def tls_failure(where: str, exc: BaseException) -> str:

@@ -278,3 +278,17 @@ def test_seeder_retries_counts_retries_not_attempts(retries, attempts, hub, tmp_
     run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), env=seeder_env(hub.url, SEEDER_RETRIES=retries))
     assert run.code == 3 and f"gave up after {attempts} attempts" in run.err, run
     assert len([r for r in hub.requests if r.kind == "files"]) == attempts
+
+
+def test_an_unreachable_host_is_named_in_words_and_given_up_on_once(tmp_path):
+    files = {f"f{i}": blob(1_000, seed=91 + i) for i in range(5)}
+    text = "".join(url_entry(name, f"http://127.0.0.1:9/{name}.bin", data) for name, data in files.items())
+    m = write_manifest(tmp_path / "models.toml", text)
+    started = time.monotonic()
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), "--jobs", "1", env=seeder_env(None))
+    assert run.code == 3 and "connection refused by 127.0.0.1:9" in run.err, run
+    assert "ConnectionRefusedError" not in run.err
+    retried = [e for e in run.events if e["event"] == "retrying"]
+    assert len(retried) == 3, retried  # one file's retries (4 attempts); the other four fail at once
+    assert sum("gave up on 127.0.0.1:9 earlier in this run" in e.get("error", "") for e in run.events) == 4
+    assert time.monotonic() - started < 30

@@ -16,7 +16,7 @@ from ..integrity import ContentMismatch
 from ..spec.lock import LockedFile
 from . import parts, stream
 from .partial import Downloaded, discard
-from .transport import Client, safe
+from .transport import Client, give_up_on, safe
 
 
 def download(client: Client, urls: list[str], part: Path, file: LockedFile, progress: log.FileProgress,
@@ -49,6 +49,8 @@ def _any(client: Client, urls: list[str], part: Path, file: LockedFile, progress
             return stream.download(client, url, part, file, progress, model)
         except TransientError as e:
             last = RemoteError(f"{model}/{file.path}: {e} (gave up after {client.net.attempts} attempts)")
+            if e.unreachable:
+                give_up_on(url, str(e))
         except RemoteError as e:
             last = RemoteError(f"{model}/{file.path}: {e}")
         if len(urls) > 1:

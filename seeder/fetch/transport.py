@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import ssl
 import threading
 from collections.abc import Iterator, Mapping
@@ -185,7 +186,7 @@ class Session:
             was_open = conn.sock is not None
             try:
                 if not was_open:
-                    conn.connect()
+                    _connect(conn, split)
                     conn.sock.settimeout(self.net.read_timeout)
                 conn.request(method, target, headers=headers)
                 return conn.getresponse(), conn
@@ -227,6 +228,29 @@ class Session:
             conn.close()
         self._last.clear()
         self._conns.clear()
+
+
+_unreachable: dict[tuple[str, str, int | None], str] = {}  # hosts given up on in this run, and why
+
+
+def give_up_on(url: str, why: str) -> None:
+    """Every request to ``url``'s host fails at once from now on: retrying it per file only costs time."""
+    _unreachable[_key(urlsplit(url))] = why
+
+
+def _connect(conn: http.client.HTTPConnection, split) -> None:
+    """Connect, saying in words what failed: people read "cannot resolve host x", not "gaierror: -2"."""
+    if (why := _unreachable.get(_key(split))) is not None:
+        raise RemoteError(f"{why} (gave up on {split.netloc} earlier in this run)")
+    host, port = split.hostname, split.port or (443 if split.scheme == "https" else 80)
+    try:
+        conn.connect()
+    except socket.gaierror:
+        raise TransientError(f"cannot resolve host {host}", unreachable=True) from None
+    except ConnectionRefusedError:
+        raise TransientError(f"connection refused by {host}:{port}", unreachable=True) from None
+    except TimeoutError:
+        raise TransientError(f"timed out connecting to {host}:{port} (TimeoutError)") from None
 
 
 def _check_redirect(net: Network, url: str) -> None:
