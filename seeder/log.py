@@ -92,7 +92,8 @@ class Progress:
         if not _state["json"] and sys.stderr.isatty() and _state["min_level"] <= 20 and total:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
+            # decimal sizes, like the rate tqdm shows beside them (MB/s): one meaning of "M" on one line
+            self._bar = tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr)
             _state["bar"] = self._bar
 
     def file(self, model: str, path: str, size: int) -> FileProgress:

@@ -59,6 +59,7 @@ def test_the_progress_bar_counts_resumed_bytes_and_ends_at_100_percent(hub, tmp_
     assert hub.body_bytes() == len(data) - len(data) // 2  # it did resume
     bars = re.findall(r"(\d+)%\|", text)
     assert bars and bars[-1] == "100", bars  # it used to stop at the share that came over the wire
+    assert "3.15M/3.15M" in text  # decimal sizes (3,145,728 bytes), like the MB/s beside them
 
 
 def _in_a_terminal(args: list[str], hub) -> str:
