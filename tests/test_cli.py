@@ -27,23 +27,7 @@ def _manifest(hub, tmp_path, size=3 << 20):
 def test_terminal_gets_a_progress_bar_and_readable_lines(hub, tmp_path):
     m = _manifest(hub, tmp_path)
     hub.throttle_bps = 4 << 20
-    primary, secondary = pty.openpty()
-    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a fresh pty is 0x0
-    proc = subprocess.Popen([sys.executable, "-m", "seeder", "-m", str(m), "-t", str(tmp_path / "t")],
-                            env=seeder_env(hub.url, TERM="xterm"), stdin=subprocess.DEVNULL,
-                            stdout=secondary, stderr=secondary)
-    os.close(secondary)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(primary, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    assert proc.wait(timeout=60) == 0
-    text = out.decode(errors="replace")
+    text = _in_a_terminal(["-m", str(m), "-t", str(tmp_path / "t")], hub)
     assert "MiB/s" in text or "MB/s" in text  # the live bar's rate
     assert "summary" in text and not text.lstrip().startswith("{")  # console lines, not JSON
 
