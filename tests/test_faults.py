@@ -4,6 +4,7 @@ with nothing bad ever at a final path."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -292,3 +293,21 @@ def test_an_unreachable_host_is_named_in_words_and_given_up_on_once(tmp_path):
     assert len(retried) == 3, retried  # one file's retries (4 attempts); the other four fail at once
     assert sum("gave up on 127.0.0.1:9 earlier in this run" in e.get("error", "") for e in run.events) == 4
     assert time.monotonic() - started < 30
+
+
+def test_a_host_that_cannot_be_resolved_is_named_in_words(tmp_path):
+    # A network namespace of its own has no route to any resolver: the lookup fails at once and no
+    # packet leaves the machine.
+    import shutil
+
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) for a network namespace without a resolver")
+    files = {f"f{i}": blob(1_000, seed=95 + i) for i in range(3)}
+    text = "".join(url_entry(n, f"https://huggingface.co/org/m/resolve/main/{n}.bin", d) for n, d in files.items())
+    m = write_manifest(tmp_path / "models.toml", text)
+    proc = subprocess.run(["unshare", "-n", sys.executable, "-m", "seeder", "-m", str(m), "-t", str(tmp_path / "t"),
+                           "--jobs", "1", "--log-format", "json"], env=seeder_env(None), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 3 and "cannot resolve host huggingface.co" in proc.stderr, proc.stderr
+    assert "gaierror" not in proc.stderr
+    assert proc.stderr.count("gave up on huggingface.co earlier in this run") == 2
