@@ -138,8 +138,8 @@ def _add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-days", type=_days, metavar="N", help="prune: only delete blobs older than N days (N >= 0)")
 
 
-_TAKES_VALUE = {"-m", "--manifest", "-t", "--target", "--cache", "--jobs", "--connections", "--token-file",
-                "--grace", "--log-format", "-o", "--output", "--keep", "--keep-days"}
+_TAKES_VALUE = {n for s in settings.SETTINGS if s.flag and not s.is_switch for n in (s.short, s.flag) if n} | {
+    "-o", "--output", "--keep", "--keep-days"}  # the commands' own options that take a value
 
 
 def _normalise(argv: list[str]) -> list[str]:

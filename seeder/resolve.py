@@ -38,7 +38,7 @@ def obtain_lock(manifest: Manifest, target: Target, *, locked: bool, net: Networ
         return current
     current = current or Lock(models=())
     stale = current.stale_models(manifest)
-    why = f"{path} is missing" if not current.models else f"{path} is out of date for {', '.join(stale) or 'removed models'}"
+    why = not_current(path, current, manifest)
     if locked:
         raise LockError(f"{why}; run `seeder lock` and commit the result")
     fresh = {}
@@ -49,6 +49,13 @@ def obtain_lock(manifest: Manifest, target: Target, *, locked: bool, net: Networ
     new = current.updated(manifest, fresh)
     save_lock(new, path, target)
     return new
+
+
+def not_current(path: Path, lock: Lock, manifest: Manifest) -> str:
+    """Why ``lock`` (read from ``path``) does not cover ``manifest``."""
+    if not lock.models:
+        return f"{path} is missing"
+    return f"{path} is out of date for {', '.join(lock.stale_models(manifest)) or 'removed models'}"
 
 
 def resolve(manifest: Manifest, names: list[str], net: Network) -> dict[str, LockedModel]:

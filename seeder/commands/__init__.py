@@ -11,13 +11,16 @@ from __future__ import annotations
 from importlib import import_module
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..settings import Settings
 from ..spec import manifest as manifests
 from ..spec.manifest import Manifest
 from ..store import Cache, Target
-from ..store.s3 import S3Cache, is_s3
+
+if TYPE_CHECKING:
+    from ..store.s3 import S3Cache
 
 COMMANDS = {"seed": "seed", "verify": "verify", "lock": "lock", "refresh": "refresh", "status": "status",
             "export": "bundle", "import": "bundle", "export-image": "images", "cache": "cache"}
@@ -38,8 +41,14 @@ def target_of(cfg: Settings) -> Target:
 
 def caches_of(cfg: Settings) -> list[Cache | S3Cache]:
     """The --cache chain, in lookup order."""
-    return [S3Cache(c, write=cfg.cache_write, lease_seconds=cfg.lease_seconds, connect_timeout=cfg.connect_timeout,
-                    read_timeout=cfg.read_timeout) if is_s3(c) else _local_cache(c, cfg.target) for c in cfg.caches]
+    return [_s3_cache(c, cfg) if c.startswith("s3://") else _local_cache(c, cfg.target) for c in cfg.caches]
+
+
+def _s3_cache(value: str, cfg: Settings) -> S3Cache:
+    from ..store.s3 import S3Cache  # only when one is asked for: a plain run never loads it
+
+    return S3Cache(value, write=cfg.cache_write, lease_seconds=cfg.lease_seconds,
+                   connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout)
 
 
 def _local_cache(value: str, target: str) -> Cache:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import log
 from ..errors import OK, LockError, UsageError
-from ..resolve import resolve, save_lock
+from ..resolve import not_current, resolve, save_lock
 from ..spec import lock as lockfile
 from ..spec.lock import Lock
 from . import load_manifest
@@ -20,9 +20,7 @@ def run(args, cfg, net) -> int:
         if args.upgrade:
             raise UsageError("--locked checks the lock and --upgrade rewrites it: use one")
         if not current.matches(manifest):
-            stale = ", ".join(current.stale_models(manifest)) or "removed models"
-            raise LockError(f"{path} is {'missing' if not current.models else f'out of date for {stale}'}; "
-                            "run `seeder lock` and commit the result")
+            raise LockError(f"{not_current(path, current, manifest)}; run `seeder lock` and commit the result")
         log.info("lock is up to date", path=str(path))
         return OK
     names = [m.name for m in manifest.models] if args.upgrade else current.stale_models(manifest)

@@ -10,16 +10,18 @@ earlier installs by their stamps. ``installer`` places and publishes; ``chain`` 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .. import log
 from ..settings import Network, Parts
 from ..spec.lock import Lock
 from ..store import Cache, Target
 from ..store.fs import write_atomic
-from ..store.s3 import S3Cache
 from .summary import Summary
+
+if TYPE_CHECKING:
+    from ..store.s3 import S3Cache
 
 __all__ = ["Summary", "install"]
 
@@ -37,10 +39,9 @@ def install(lock: Lock, target: Target, *, caches: Sequence[Cache | S3Cache] = (
     """
     from .installer import Installer  # the download engine loads only when a target needs work
 
-    started = time.monotonic()
     with target.exclusive():
         if unless_complete and target.is_complete(lock):
-            return Summary.warm(lock, time.monotonic() - started)
+            return Summary.warm(lock)
         for cache in caches:
             if isinstance(cache, Cache):
                 cache.ensure()

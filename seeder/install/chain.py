@@ -14,8 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import replace
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import failpoints, log
@@ -25,7 +24,7 @@ from ..settings import Network, Parts
 from ..spec.lock import LockedFile, LockedModel
 from ..store import Cache
 from ..store.fs import regular_or_absent, storage_error
-from ..store.s3 import CacheUnavailable, Lease, NoConditionalWrites, S3Cache, warn_unavailable
+from ..store.s3 import CacheUnavailable, Lease, NoConditionalWrites, S3Cache
 
 LEASE_WAIT_MAX = 3600.0  # seconds a node waits for another one's download before fetching itself
 _FOLLOWED = object()
@@ -37,7 +36,6 @@ class Chain:
         self.locals = [c for c in caches if isinstance(c, Cache)]
         self.remotes = [c for c in caches if isinstance(c, S3Cache)]
         self.primary = self.locals[0] if self.locals else None
-        self.offline = net is None or net.offline
         self.net = net or Network(offline=True)
         self.parts = parts
         self.single_flight = True
@@ -56,7 +54,7 @@ class Chain:
                 if cache.exists(file):
                     return True
             except CacheUnavailable as e:
-                warn_unavailable(cache, e)
+                cache.disable(e)
         return False
 
     def part_path(self, file: LockedFile) -> Path:
@@ -114,8 +112,8 @@ class Chain:
                 if cache.exists(file) and self._from_remote(cache, model, file, dest, progress, bad):
                     return
             except CacheUnavailable as e:
-                warn_unavailable(cache, e)
-        if self.offline:
+                cache.disable(e)
+        if self.net.offline:
             raise RemoteError(f"offline and not in the target or any cache: {model.name}/{file.path}")
         self._from_origin(model, file, dest, progress, bad)
 
@@ -129,7 +127,7 @@ class Chain:
             bad.append(cache)
             return False
         except RemoteError as e:
-            warn_unavailable(cache, e)
+            cache.disable(e)
             return False
         self.owner.count(from_cache=result.fetched, reused=file.size - result.fetched)
         log.info("from remote cache", cache=cache.url, model=model.name, file=file.path, bytes=result.fetched)
@@ -143,7 +141,7 @@ class Chain:
             if lease is _FOLLOWED:
                 return
         try:
-            with self._renewing(writable[0] if lease else None, lease):
+            with self._renewing(writable[0] if writable else None, lease):
                 from ..sources import file_urls
 
                 log.info("downloading", model=model.name, file=file.path, bytes=file.size)
@@ -183,7 +181,9 @@ class Chain:
     def _client_for(self, cache: S3Cache):
         """The HTTP client for a bucket's presigned URLs: no hub token, and plain http allowed to an
         endpoint the user configured."""
-        return self._client(cache.url, replace(self.net, token=None, allow_http=True))
+        from ..sources.s3 import network
+
+        return self._client(cache.url, network(self.net))
 
     def _origin_client(self, model: LockedModel):
         from ..sources import network
@@ -215,7 +215,7 @@ class Chain:
                             cache=cache.url, error=str(e))
                 return None
             except CacheUnavailable as e:
-                warn_unavailable(cache, e)
+                cache.disable(e)
                 return None
             if lease is None and not cache.write:  # no permission to lead: fetch without waiting
                 return None
@@ -226,7 +226,7 @@ class Chain:
                     # The holder before us may have finished between our last look and our lease.
                     there = cache.exists(file)
                 except CacheUnavailable as e:
-                    warn_unavailable(cache, e)
+                    cache.disable(e)
                     there = False
                 if not there:
                     return lease
@@ -246,16 +246,15 @@ class Chain:
                     return _FOLLOWED if self._from_remote(cache, model, file, dest, progress, bad) else None
                 etag = cache.lease_etag(file)
             except CacheUnavailable as e:
-                warn_unavailable(cache, e)
+                cache.disable(e)
                 return None
             if etag != seen:
                 seen, seen_at = etag, time.monotonic()
 
     @contextmanager
     def _renewing(self, cache: S3Cache | None, lease: Lease | None):
-        if cache is None or lease is None:
-            with nullcontext():
-                yield
+        if lease is None:
+            yield
             return
         stop = threading.Event()
 

@@ -58,7 +58,7 @@ class Installer:
         todo = [(m, f, index.get(f.digest)) for m in lock.models for f in m.files]
         self.summary.models = [m.name for m in lock.models]
         missing = [(m, f) for m, f, have in todo if have is None and not self.chain.local_has(f)]
-        if missing and self.chain.offline:
+        if missing and self.chain.net.offline:
             if absent := [(m, f) for m, f in missing if not self.chain.remote_has(f)]:
                 names = ", ".join(f"{m.name}/{f.path}" for m, f in absent)
                 raise RemoteError(f"offline and not in the target or any cache: {names}")

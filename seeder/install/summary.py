@@ -26,6 +26,6 @@ class Summary:
                  throughput=round(rate))
 
     @classmethod
-    def warm(cls, lock: Lock, seconds: float) -> Summary:
+    def warm(cls, lock: Lock) -> Summary:
         return cls(files=sum(len(m.files) for m in lock.models), reused=sum(m.total_size for m in lock.models),
-                   seconds=seconds, models=[m.name for m in lock.models])
+                   models=[m.name for m in lock.models])

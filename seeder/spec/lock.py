@@ -14,7 +14,10 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import LockError
-from .manifest import Manifest
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .manifest import Manifest  # only for annotations: seeder.check() never parses a manifest
 from .paths import check_name, check_relpath
 
 LOCK_VERSION = 1

@@ -35,13 +35,13 @@ _REFUSALS = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "Signatu
 class CacheUnavailable(Exception):
     """The bucket cannot be used (unreachable, refused, missing): carry on without it."""
 
+    def __init__(self, message: str, code: str = ""):
+        super().__init__(message)
+        self.code = code
+
 
 class NoConditionalWrites(Exception):
     """The store ignores or refuses ``If-None-Match``/``If-Match``: no single flight."""
-
-
-def is_s3(value: str) -> bool:
-    return value.startswith("s3://")
 
 
 def parse_url(value: str) -> tuple[str, str]:
@@ -76,9 +76,6 @@ class S3Cache:
         self._client_mutex = threading.Lock()
         self.usable = True
 
-    def __str__(self) -> str:
-        return self.url
-
     # -- the client ------------------------------------------------------------------------------------
 
     @property
@@ -100,9 +97,9 @@ class S3Cache:
         try:
             return fn(*args, **kwargs)
         except ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code", ""))
+            code = aws.error_code(e)
             if code in _REFUSALS:
-                raise CacheUnavailable(f"{self.url}: {what}: {code}") from None
+                raise CacheUnavailable(f"{self.url}: {what}: {code}", code) from None
             raise
         except BotoCoreError as e:  # unreachable endpoint, no credentials, timeouts
             raise CacheUnavailable(f"{self.url}: {what}: {type(e).__name__}") from None
@@ -115,9 +112,9 @@ class S3Cache:
         try:
             head = self._call("HEAD", self.client.head_object, Bucket=self.bucket, Key=self.key(file))
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if aws.error_code(e) in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise CacheUnavailable(f"{self.url}: HEAD: {e.response.get('Error', {}).get('Code')}") from None
+            raise CacheUnavailable(f"{self.url}: HEAD: {aws.error_code(e)}", aws.error_code(e)) from None
         return head.get("ContentLength") == file.size
 
     def presigned(self, file: LockedFile) -> str:
@@ -134,14 +131,11 @@ class S3Cache:
             self._call("upload", self.client.upload_file, str(path), self.bucket, self.key(file), Config=config,
                        ExtraArgs={"Metadata": {"sha256": sha256}})
         except ClientError as e:
-            raise CacheUnavailable(f"{self.url}: upload: {e.response.get('Error', {}).get('Code')}") from None
-        except Exception as e:  # boto3's S3UploadFailedError wraps the ClientError
+            raise CacheUnavailable(f"{self.url}: upload: {aws.error_code(e)}", aws.error_code(e)) from None
+        except Exception as e:  # boto3's S3UploadFailedError wraps the ClientError, keeping only its text
             if "AccessDenied" in str(e):
-                raise CacheUnavailable(f"{self.url}: upload: AccessDenied") from None
+                raise CacheUnavailable(f"{self.url}: upload: AccessDenied", "AccessDenied") from None
             raise
-
-    def remove(self, file: LockedFile) -> None:
-        self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=self.key(file))
 
     def listing(self, under: str = "blobs/"):
         """(key relative to the prefix, size, last-modified epoch) of every object under ``under``."""
@@ -173,14 +167,14 @@ class S3Cache:
             resp = self._call("lease", self.client.put_object, Bucket=self.bucket, Key=key, Body=self._body(holder),
                               **cond)
         except ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code", ""))
+            code = aws.error_code(e)
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
                 return None
             if code in ("NotImplemented", "InvalidArgument", "InvalidRequest", "501", "400"):
                 raise NoConditionalWrites(code) from None
-            raise CacheUnavailable(f"{self.url}: lease: {code}") from None
+            raise CacheUnavailable(f"{self.url}: lease: {code}", code) from None
         except CacheUnavailable as e:
-            if "AccessDenied" not in str(e):
+            if e.code != "AccessDenied":
                 raise
             self.read_only(e)  # a reader's role: it still reads, and waits for nobody
             return None
@@ -235,6 +229,3 @@ class S3Cache:
             self.write = False
         log.warning("cannot write to the remote cache; reading only", cache=self.url, error=str(error))
 
-
-def warn_unavailable(cache: S3Cache, error: Exception) -> None:
-    cache.disable(error)

@@ -7,7 +7,6 @@ no download engine, hub client or HTTP library.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,12 +76,17 @@ def verify(target: Target, lock: Lock, *, fast: bool = False, jobs: int | None =
             problems.append(Problem(model.name, None, "stale", "installed version differs from the lock (run seeder)"))
         checks.extend((model, f) for f in model.files)
         problems.extend(_strays(target, model))
-    # Hashing releases the GIL, so threads use every core; big files first keeps them all busy.
+    # Hashing releases the GIL, so threads use every core; big files first keeps them all busy. A fast
+    # check only stats: no pool (and no import of one) for an app's start-up check.
     checks.sort(key=lambda mf: -mf[1].size)
-    workers = jobs or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda mf: _check_file(target, mf[0], mf[1], fast), checks)
-        problems.extend(p for p in results if p is not None)
+    if fast:
+        results = [_check_file(target, m, f, fast) for m, f in checks]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=jobs or min(8, os.cpu_count() or 1)) as pool:
+            results = list(pool.map(lambda mf: _check_file(target, mf[0], mf[1], fast), checks))
+    problems.extend(p for p in results if p is not None)
     return problems
 
 
