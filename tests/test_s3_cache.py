@@ -166,6 +166,15 @@ def test_an_unreachable_endpoint_is_one_warning_and_the_origin_serves(model_set,
     assert hub.body_bytes() == model_set["total"] and _verify(model_set, tmp_path, 1) == 0
 
 
+def test_a_missing_bucket_is_one_warning_and_the_origin_serves(model_set, hub, seaweed, tmp_path):
+    run = run_seeder("-m", str(model_set["manifest"]), "-t", str(tmp_path / "t"), "--cache", "s3://no-such-bucket/x",
+                     env=_env(hub, seaweed))
+    assert run.code == 0, run
+    # SeaweedFS answers a missing bucket's HEAD with 404 and its writes with AccessDenied: one warning either way
+    assert len(_warnings(run)) == 1 and "no-such-bucket" in _warnings(run)[0]["cache"], _warnings(run)
+    assert hub.body_bytes() == model_set["total"]
+
+
 def test_the_bucket_stopped_mid_run_is_one_warning_and_the_origin_serves(model_set, hub, seaweed, tmp_path):
     hub.throttle_bps = 1_000_000
     proc = subprocess.Popen([sys.executable, "-m", "seeder", "-m", str(model_set["manifest"]), "--jobs", "1",
