@@ -18,6 +18,7 @@ from ..settings import Settings
 from ..spec import manifest as manifests
 from ..spec.manifest import Manifest
 from ..store import Cache, Target
+from ..store.bundle import Bundle, is_bundle
 
 if TYPE_CHECKING:
     from ..store.s3 import S3Cache
@@ -51,11 +52,11 @@ def _s3_cache(value: str, cfg: Settings) -> S3Cache:
                    connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout)
 
 
-def _local_cache(value: str, target: str) -> Cache:
+def _local_cache(value: str, target: str) -> Cache | Bundle:
     # A cache inside the target would show blobs/ tmp/ locks/ to every app listing it; a target inside
     # a cache could be pruned away.
     cache, models = Path(value).resolve(), Path(target).resolve()
     if cache.is_relative_to(models) or models.is_relative_to(cache):
         raise UsageError(f"--cache {value} and the target {target} must not contain each other; "
                          "put the cache beside the target")
-    return Cache(Path(value))
+    return Bundle(Path(value)) if is_bundle(Path(value)) else Cache(Path(value))

@@ -23,6 +23,7 @@ from ..integrity import ContentMismatch
 from ..settings import Network, Parts
 from ..spec.lock import LockedFile, LockedModel
 from ..store import Cache
+from ..store.bundle import Bundle
 from ..store.fs import regular_or_absent, storage_error
 from ..store.s3 import CacheUnavailable, Lease, NoConditionalWrites, S3Cache
 
@@ -31,11 +32,11 @@ _FOLLOWED = object()
 
 
 class Chain:
-    def __init__(self, owner, caches: list[Cache | S3Cache], net: Network | None, parts: Parts):
+    def __init__(self, owner, caches: list[Cache | Bundle | S3Cache], net: Network | None, parts: Parts):
         self.owner = owner  # the Installer: links, counts and sha256s go through it
-        self.locals = [c for c in caches if isinstance(c, Cache)]
+        self.locals = [c for c in caches if isinstance(c, (Cache, Bundle))]
         self.remotes = [c for c in caches if isinstance(c, S3Cache)]
-        self.primary = self.locals[0] if self.locals else None
+        self.primary = next((c for c in caches if isinstance(c, Cache)), None)  # a bundle is never written
         self.net = net or Network(offline=True)
         self.parts = parts
         self.single_flight = True
@@ -90,15 +91,14 @@ class Chain:
             if not self._link_cached(model, file, self.primary, final, trusted=True):
                 raise IntegrityError(f"{model.name}/{file.path}: the cached copy changed while it was installed")
 
-    def _link_cached(self, model, file, cache: Cache, final: Path, trusted: bool) -> bool:
+    def _link_cached(self, model, file, cache: Cache | Bundle, final: Path, trusted: bool) -> bool:
         # A blob this run did not just verify is hashed on its way in: a cache is shared, and its name
         # alone proves nothing about its bytes.
         try:
             self.owner.record_sha256(model, file, self.owner.link_or_copy(cache.blob(file), final, file, trusted))
         except ContentMismatch as e:
             log.warning("cached copy damaged, downloading again", model=model.name, file=file.path, error=str(e))
-            with cache.exclusive(file.digest):
-                cache.blob(file).unlink(missing_ok=True)
+            cache.discard(file)
             return False
         if not trusted:
             self.owner.count(reused=file.size)

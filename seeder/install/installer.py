@@ -152,9 +152,9 @@ class Installer:
             return True
         except ContentMismatch:
             for cache in self.chain.locals:
-                if same_file(final, cache.blob(file)):
+                if cache.has(file) and same_file(final, cache.blob(file)):
                     # A hardlinked file changed in place changed the cached copy with it.
-                    cache.blob(file).unlink(missing_ok=True)
+                    cache.discard(file)
             final.unlink()
             return False
 

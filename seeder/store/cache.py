@@ -37,5 +37,9 @@ class Cache:
     def exclusive(self, digest: str):
         return flocked(self.flocks / f"{digest}.lock")
 
+    def discard(self, file: LockedFile) -> None:
+        with self.exclusive(file.digest):
+            self.blob(file).unlink(missing_ok=True)
+
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
