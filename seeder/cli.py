@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  seeder export       write the target's models into one bundle (tar, .zst compressed)\n"
         "  seeder import       install a bundle, verified before anything becomes visible\n"
         "  seeder export-image save Docker images into one archive with a sha256 sidecar\n"
-        "  seeder cache        du | prune the caches; push a target's files to an s3:// cache\n\n"
+        "  seeder cache        du | prune the caches; push a target's files to an s3:// cache\n"
+        "  seeder add          add a model to models.toml and pin it in models.lock\n"
+        "  seeder remove       drop a model from models.toml and models.lock\n\n"
         "options of every command (details: seeder COMMAND --help):\n"
         f"{_options_summary()}\n\n{settings.env_help()}\n\n{EXIT_CODES_HELP}",
     )
@@ -136,10 +138,37 @@ def _add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="append", default=[], metavar="MANIFEST",
                    help="prune: also keep what this manifest's lock references (repeatable)")
     p.add_argument("--keep-days", type=_days, metavar="N", help="prune: only delete blobs older than N days (N >= 0)")
+    _add_editing_commands(sub, common)
+
+
+def _add_editing_commands(sub, common: argparse.ArgumentParser) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("add", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="add a model to models.toml, resolve it, pin it in models.lock",
+                       description="Append a [[models]] table to the manifest (comments and layout kept), resolve "
+                       "only that model and write the lock; other models' entries are not touched. A repo "
+                       "without --include gets the files serving needs: the weights in one format (safetensors "
+                       "first) plus config and tokenizer files; the choice is printed. On any error neither "
+                       "file changes.")
+    p.add_argument("source", metavar="SOURCE",
+                   help="a Hugging Face repo (org/name), an http(s) URL of one file, s3://bucket/key or "
+                        "s3://bucket/prefix/")
+    p.add_argument("--name", help="the model's name (its directory in the target); default: from SOURCE")
+    p.add_argument("--revision", help="repo: branch, tag or commit (default: main)")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB", help="repo/s3: files to take (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="repo/s3: files to leave (repeatable)")
+    p.add_argument("--all-files", action="store_true", help="repo: take every file, no default excludes")
+    p.add_argument("--sha256", help="URL: the file's sha256 (needed unless the server publishes it, as the hub does)")
+    p = sub.add_parser("remove", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="drop a model from models.toml and models.lock",
+                       description="Remove a model's [[models]] table and its lock entry. The target keeps its "
+                       "files until `seeder refresh` removes models the manifest no longer lists.")
+    p.add_argument("name", metavar="NAME")
 
 
 _TAKES_VALUE = {n for s in settings.SETTINGS if s.flag and not s.is_switch for n in (s.short, s.flag) if n} | {
-    "-o", "--output", "--keep", "--keep-days"}  # the commands' own options that take a value
+    "-o", "--output", "--keep", "--keep-days", "--name", "--revision", "--include", "--exclude",
+    "--sha256"}  # the commands' own options that take a value
 
 
 def _normalise(argv: list[str]) -> list[str]:

@@ -13,18 +13,21 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from ..errors import UsageError
+from ..errors import StorageError, UsageError
 from ..settings import Settings
 from ..spec import manifest as manifests
+from ..spec.lock import Lock
 from ..spec.manifest import Manifest
 from ..store import Cache, Target
+from ..store.fs import write_atomic
 from ..store.bundle import Bundle, is_bundle
 
 if TYPE_CHECKING:
     from ..store.s3 import S3Cache
 
 COMMANDS = {"seed": "seed", "verify": "verify", "lock": "lock", "refresh": "refresh", "status": "status",
-            "export": "bundle", "import": "bundle", "export-image": "images", "cache": "cache"}
+            "export": "bundle", "import": "bundle", "export-image": "images", "cache": "cache",
+            "add": "add", "remove": "remove"}
 """Command name -> the module in this package that runs it."""
 
 
@@ -60,3 +63,23 @@ def _local_cache(value: str, target: str) -> Cache | Bundle:
         raise UsageError(f"--cache {value} and the target {target} must not contain each other; "
                          "put the cache beside the target")
     return Bundle(Path(value)) if is_bundle(Path(value)) else Cache(Path(value))
+
+
+def write_edit(manifest: Path, text: str, lock_path: Path, lock: Lock | None) -> None:
+    """Write an edited manifest and its lock (None: leave the lock as it is), each atomically.
+
+    The lock goes first: a run killed between the two leaves the manifest as it was, so running the same
+    ``seeder add`` again works, and a lock entry the manifest does not list is dropped by the next
+    ``seeder``. When the manifest cannot be written, the lock is put back.
+    """
+    old_lock = lock_path.read_bytes() if lock is not None and lock_path.exists() else None
+    if lock is not None:
+        write_atomic(lock_path, lock.dumps())
+    try:
+        write_atomic(manifest, text)
+    except StorageError:
+        if lock is not None and old_lock is None:
+            lock_path.unlink(missing_ok=True)
+        elif lock is not None:
+            write_atomic(lock_path, old_lock.decode("utf-8"))
+        raise
