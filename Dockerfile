@@ -4,13 +4,15 @@
 #   docker build --secret id=hf_token,src=$HOME/.cache/huggingface/token -t app .   # gated models
 #   docker build --build-arg HF_ENDPOINT=https://mirror.example -t app .             # a mirror
 #
-# Stages: build (seeder in a venv) -> models (seeder runs, BuildKit cache mount) -> app (final).
-# The models stage depends only on seeder and the manifest/lock, never on app code, so changing
-# the app never re-runs it; changing the manifest re-runs it, and the cache mount means only a
-# model that is new or changed is downloaded.
+# Stages: build (seeder in a venv) -> models (seeder runs, BuildKit cache mount) -> bundle (the
+# venv and the verified models) -> app (final). The models stage depends only on seeder and the
+# manifest/lock, never on app code, so changing the app never re-runs it; changing the manifest
+# re-runs it, and the cache mount means only a model that is new or changed is downloaded.
+# build, models and bundle are identical in ./Dockerfile.seeder: `docker compose up --build` runs
+# the models stage once for both images, and the host stores the model layer once.
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# -- build: keep identical to the `build` stage in ./Dockerfile.seeder (shared layers) ----------------
+# -- build: seeder in a venv (keep identical in ./Dockerfile.seeder) ----------------------------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 RUN python -m venv /opt/venv
@@ -22,7 +24,7 @@ COPY seeder/ seeder/
 RUN --mount=type=cache,target=/root/.cache/pip \
     touch README.md && /opt/venv/bin/pip install ".[s3]"   # boto3: s3:// caches
 
-# -- models: the seeder fills /models at build time --------------------------------------------------
+# -- models: the seeder fills /models at build time (keep identical in ./Dockerfile.seeder) --
 FROM ${PYTHON_IMAGE} AS models
 COPY --from=build /opt/venv /opt/venv
 # Which manifest: MANIFEST_DIR/models.toml, plus MANIFEST_DIR/models.lock if there is one
@@ -44,14 +46,24 @@ ENV PATH=/opt/venv/bin:$PATH \
     SEEDER_TARGET=/models \
     SEEDER_LOG_FORMAT=json
 # A TLS-inspecting proxy's CA bundle, if any, is a secret too (docker build --secret id=ca_bundle,src=...).
-RUN --mount=type=cache,id=seeder-models,target=/cache \
+# sharing=locked: the app and seeder images build this stage side by side; the second waits and
+#   then finds every blob in the cache instead of downloading it too.
+RUN --mount=type=cache,id=seeder-models,target=/cache,sharing=locked \
     --mount=type=secret,id=hf_token \
     --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export SEEDER_CA_BUNDLE=/run/secrets/ca_bundle; fi; \
     seeder seed --cache /cache
 
+# -- bundle: the venv and the verified models (keep identical in ./Dockerfile.seeder) -----------------
+# Both final images start with exactly these layers; the bundled seeder image fills its volume from
+# this copy. Models before anything app-specific: an app change rebuilds only the layers after them.
+# They stay owned by root: the app reads them, it never needs to change them.
+FROM ${PYTHON_IMAGE} AS bundle
+COPY --from=build /opt/venv /opt/venv
+COPY --from=models /models /app/models
+
 # -- app: the final image ------------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS app
+FROM bundle AS app
 LABEL org.opencontainers.image.title="seeder reference app" \
       org.opencontainers.image.description="Stand-in app serving the models bundled at /app/models; replace app/ with yours." \
       org.opencontainers.image.version="0.1.0" \
@@ -62,10 +74,6 @@ RUN groupadd --system --gid 10001 app \
 WORKDIR /app
 # The venv gives the app seeder's Python API (seeder.check at start-up); add your app's own
 # dependencies in a RUN pip install here.
-COPY --from=build /opt/venv /opt/venv
-# Models before app code: an app change rebuilds only the small layer after this one.
-# They stay owned by root: the app reads them, it never needs to change them.
-COPY --from=models /models /app/models
 COPY app/ /app/app/
 ENV PATH=/opt/venv/bin:$PATH \
     MODELS_DIR=/app/models \

@@ -30,6 +30,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -39,12 +40,13 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from docker.errors import NotFound
 
 from app.loaders import BadModelFile, describe, read_gguf, read_safetensors
 from tests.conftest import run_seeder, seeder_env
@@ -271,11 +273,11 @@ class Hub:
 
 
 @contextmanager
-def run_hub(image: str, data: Path, gateway: str, token: str | None = None):
+def run_hub(image: str, data: Path, gateway: str, token: str | None = None, port: int | None = None):
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-    port = free_port()
+    port = port or free_port()
     command = ["--port", str(port)] + (["--token", token] if token else [])
     container = (DockerContainer(image, command=command)
                  .with_kwargs(network_mode="host")
@@ -285,7 +287,8 @@ def run_hub(image: str, data: Path, gateway: str, token: str | None = None):
     try:
         yield Hub(container, port, gateway)
     finally:
-        container.stop()
+        with suppress(NotFound):  # a test may have stopped it already
+            container.stop()
 
 
 def build(ctx: Path, tag: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -679,7 +682,8 @@ def test_compose_up_seeds_the_volume_then_starts_the_app(first_up, stack):
             src = stack.models.files[model["name"]][f["path"]]
             assert f.get("sha256", d.sha256_file(src)) == expected[f"{model['name']}/{f['path']}"]
             assert "git_oid" not in f or f["git_oid"] == git_blob_sha1(src)
-    stack.models.assert_fetched(stack.hub.file_bytes(hub_log), *stack.names)
+    # ... from the copy the image carries (the build downloaded them): none from the hub
+    assert stack.hub.file_bytes(hub_log) == {}
     assert any(e.get("level") == "warning" and e.get("path") == "/models/.seeder/models.lock"
                for e in events(c.logs("seeder")))  # ... and said so
 
@@ -713,6 +717,82 @@ def test_second_compose_up_fetches_nothing(first_up, fakehub):
 
 
 # ==================================================================================================
+# 2b: a cold `docker compose up --build` downloads each byte once (#13)
+# ==================================================================================================
+
+
+def unique_sizes(*images: str) -> dict[str, float]:
+    """`docker system df -v`: bytes only that image holds (a layer shared with another is not counted)."""
+    units = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+    rows = json.loads(docker("system", "df", "-v", "--format", "{{json .Images}}").stdout)
+    ids = {inspect(i)["Id"]: i for i in images}
+    out = {}
+    for row in rows:
+        if row["ID"] in ids:
+            number, unit = re.fullmatch(r"([\d.]+)\s*([kMG]?B)", row["UniqueSize"]).groups()
+            out[ids[row["ID"]]] = float(number) * units[unit]
+    return out
+
+
+@docker_test
+def test_first_compose_up_downloads_each_byte_once(hub_image, engine, sid, tmp_path):
+    """From a build cache and a volume that have never seen these models: the hub serves each byte
+    once for both images and the volume; then a refresh after a model changed fetches only the change."""
+    data, src, base = tmp_path / "data", tmp_path / "src", int(sid, 16) + 100
+    repo = f"cold-{sid}/emb"
+
+    def emb(seed: int) -> dict:
+        return {**d.tiny_repo_files(base), "model.safetensors": d.make_safetensors(
+            src / str(seed) / "model.safetensors", seed=seed, floats=1 << 20)}
+
+    first = d.add_repo(data, repo, emb(base), hashlib.sha1(f"{sid}-1".encode()).hexdigest())
+    gguf = d.make_gguf(data / "files" / f"cold-{sid}" / "tiny.gguf", seed=base + 1, tensor_bytes=3 << 20)
+    total = sum(f.stat().st_size for f in (*first.values(), gguf))
+    ctx = copy_checkout(tmp_path / "ctx")
+    (ctx / "deploy").mkdir(exist_ok=True)
+    images = f"seeder-test-{sid}-cold-seeder", f"seeder-test-{sid}-cold-app"
+    with run_hub(hub_image, data, engine) as hub:
+        (ctx / "deploy" / "models.toml").write_text(
+            f'[[models]]\nname = "emb"\nrepo = "{repo}"\nrevision = "main"\n\n'
+            f'[[models]]\nname = "llm"\nurl = "{hub.url}/files/cold-{sid}/tiny.gguf"\n'
+            f'sha256 = "{d.sha256_file(gguf)}"\nsize = {gguf.stat().st_size}\n')
+        env = compose_env(HF_ENDPOINT=hub.url, SEEDER_ALLOW_HTTP="1", MANIFEST_DIR="deploy",
+                          TEST_SEEDER_IMAGE=images[0], TEST_APP_IMAGE=images[1])
+        stack = Stack(ctx, env, *images, hub, models=None)  # type: ignore[arg-type]
+        try:
+            with stack.project(f"seedertest{sid}cold") as c:
+                c("up", "--build", "-d", "--wait", timeout=1800)
+                served = hub.file_bytes()
+                assert sum(served.values()) <= 1.02 * total, (served, total)
+                assert http_get(c.url + "/healthz")[0] == 200
+                summary = [e for e in events(c.logs("seeder")) if e.get("event") == "summary"][-1]
+                assert summary["bytes_downloaded"] == 0  # the volume was filled from the image's copy
+                volume = next(m["Name"] for m in c.container("seeder")["Mounts"] if m["Destination"] == "/models")
+                got = {p: v[0] for p, v in volume_files(volume)["files"].items()}
+                assert got == {**{f"emb/{p}": d.sha256_file(f) for p, f in first.items()},
+                               "llm/tiny.gguf": d.sha256_file(gguf)}
+
+                # The host stores the models once: they are in layers both images share.
+                unique = unique_sizes(*images)
+                assert len(unique) == 2 and all(size < total / 2 for size in unique.values()), unique
+                assert inspect(images[0])["Size"] > total and inspect(images[1])["Size"] > total
+
+                # The repo's main moves on: a new model.safetensors, the rest unchanged.
+                hub.container.stop()
+                changed = d.add_repo(data, repo, {"model.safetensors": d.make_safetensors(
+                    src / "2" / "model.safetensors", seed=base + 2, floats=1 << 18)},
+                    hashlib.sha1(f"{sid}-2".encode()).hexdigest())
+                with run_hub(hub_image, data, engine, port=hub.port) as moved:
+                    c("run", "--rm", "seeder", "refresh")
+                    fetched = moved.file_bytes()
+                    assert list(fetched) == [next(p for p in fetched if p.endswith("/model.safetensors"))], fetched
+                    assert sum(fetched.values()) <= 1.02 * changed["model.safetensors"].stat().st_size + (64 << 10)
+                    assert c("run", "--rm", "seeder", "verify", check=False).returncode == 0
+        finally:
+            docker("rmi", *images, check=False)
+
+
+# ==================================================================================================
 # 3: a failing seeder keeps the app from starting
 # ==================================================================================================
 
@@ -726,7 +806,9 @@ def test_seeder_failure_keeps_the_app_down(stack, fakehub, sid, failure):
         code, why = 3, "Connection refused"
     else:
         # Every download of the GGUF arrives with one byte flipped: seeder retries once, then gives up.
+        # (Without its bundled copy: the image carries verified bytes, which need no download.)
         fakehub.fault(match=d.GGUF_FILE, kind="corrupt", times=10)
+        env["TEST_SEEDER_CACHE"] = ""
         code, why = 1, "sha256"
     try:
         with stack.project(f"seedertest{sid}fail{failure.replace('-', '')}", **env) as c:
