@@ -55,14 +55,14 @@ def _s3_cache(value: str, cfg: Settings) -> S3Cache:
                    connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout)
 
 
-def _local_cache(value: str, target: str) -> Cache | Bundle:
+def _local_cache(value: str, target: str) -> Cache | Seeded:
     # A cache inside the target would show blobs/ tmp/ locks/ to every app listing it; a target inside
     # a cache could be pruned away.
     cache, models = Path(value).resolve(), Path(target).resolve()
     if cache.is_relative_to(models) or models.is_relative_to(cache):
         raise UsageError(f"--cache {value} and the target {target} must not contain each other; "
                          "put the cache beside the target")
-    return Bundle(Path(value)) if is_bundle(Path(value)) else Cache(Path(value))
+    return Seeded(Path(value)) if is_seeded(Path(value)) else Cache(Path(value))
 
 
 def write_edit(manifest: Path, text: str, lock_path: Path, lock: Lock | None) -> None:

@@ -23,7 +23,7 @@ from ..integrity import ContentMismatch
 from ..settings import Network, Parts
 from ..spec.lock import LockedFile, LockedModel
 from ..store import Cache
-from ..store.bundle import Bundle
+from ..store.seeded import Seeded
 from ..store.fs import regular_or_absent, storage_error
 from ..store.s3 import CacheUnavailable, Lease, NoConditionalWrites, S3Cache
 
@@ -32,9 +32,9 @@ _FOLLOWED = object()
 
 
 class Chain:
-    def __init__(self, owner, caches: list[Cache | Bundle | S3Cache], net: Network | None, parts: Parts):
+    def __init__(self, owner, caches: list[Cache | Seeded | S3Cache], net: Network | None, parts: Parts):
         self.owner = owner  # the Installer: links, counts and sha256s go through it
-        self.locals = [c for c in caches if isinstance(c, (Cache, Bundle))]
+        self.locals = [c for c in caches if isinstance(c, (Cache, Seeded))]
         self.remotes = [c for c in caches if isinstance(c, S3Cache)]
         self.primary = next((c for c in caches if isinstance(c, Cache)), None)  # a bundle is never written
         self.net = net or Network(offline=True)
@@ -91,7 +91,7 @@ class Chain:
             if not self._link_cached(model, file, self.primary, final, trusted=True):
                 raise IntegrityError(f"{model.name}/{file.path}: the cached copy changed while it was installed")
 
-    def _link_cached(self, model, file, cache: Cache | Bundle, final: Path, trusted: bool) -> bool:
+    def _link_cached(self, model, file, cache: Cache | Seeded, final: Path, trusted: bool) -> bool:
         # A blob this run did not just verify is hashed on its way in: a cache is shared, and its name
         # alone proves nothing about its bytes.
         try:

@@ -17,11 +17,11 @@ from .fs import stamp
 from .target import Target
 
 
-def is_bundle(root: Path) -> bool:
+def is_seeded(root: Path) -> bool:
     return Target(root).state_file.is_file()
 
 
-class Bundle:
+class Seeded:
     def __init__(self, root: Path):
         self.root = root
         self._index: dict[str, Path] | None = None
@@ -48,5 +48,5 @@ class Bundle:
 
     def discard(self, file: LockedFile) -> None:
         """A damaged file is only forgotten: the bundle is read-only (and the next source is tried)."""
-        log.warning("bundled copy damaged, ignoring it", bundle=str(self.root), file=file.path)
+        log.warning("bundled copy damaged, ignoring it", cache=str(self.root), file=file.path)
         self._paths().pop(file.digest, None)
