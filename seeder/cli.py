@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  seeder export-image save Docker images into one archive with a sha256 sidecar\n"
         "  seeder cache        du | prune the caches; push a target's files to an s3:// cache\n"
         "  seeder add          add a model to models.toml and pin it in models.lock\n"
-        "  seeder remove       drop a model from models.toml and models.lock\n\n"
+        "  seeder remove       drop a model from models.toml and models.lock\n"
+        "  seeder schema       print the JSON Schema of models.toml (for editors)\n\n"
         "options of every command (details: seeder COMMAND --help):\n"
         f"{_options_summary()}\n\n{settings.env_help()}\n\n{EXIT_CODES_HELP}",
     )
@@ -164,6 +165,11 @@ def _add_editing_commands(sub, common: argparse.ArgumentParser) -> None:
                        description="Remove a model's [[models]] table and its lock entry. The target keeps its "
                        "files until `seeder refresh` removes models the manifest no longer lists.")
     p.add_argument("name", metavar="NAME")
+    sub.add_parser("schema", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                   help="print the JSON Schema of models.toml",
+                   description="Print the JSON Schema (draft-07) models.toml follows, for TOML language servers: "
+                   "seeder schema > models.schema.json, then start models.toml with "
+                   "#:schema ./models.schema.json")
 
 
 _TAKES_VALUE = {n for s in settings.SETTINGS if s.flag and not s.is_switch for n in (s.short, s.flag) if n} | {

@@ -20,14 +20,14 @@ from ..spec.lock import Lock
 from ..spec.manifest import Manifest
 from ..store import Cache, Target
 from ..store.fs import write_atomic
-from ..store.bundle import Bundle, is_bundle
+from ..store.seeded import Seeded, is_seeded
 
 if TYPE_CHECKING:
     from ..store.s3 import S3Cache
 
 COMMANDS = {"seed": "seed", "verify": "verify", "lock": "lock", "refresh": "refresh", "status": "status",
             "export": "bundle", "import": "bundle", "export-image": "images", "cache": "cache",
-            "add": "add", "remove": "remove"}
+            "add": "add", "remove": "remove", "schema": "schema"}
 """Command name -> the module in this package that runs it."""
 
 
