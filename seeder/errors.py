@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 OK = 0
 INTEGRITY = 1
 USAGE = 2
@@ -65,17 +67,53 @@ class StorageError(SeederError):
     exit_code = STORAGE
 
 
+@dataclass(frozen=True)
+class RateLimited:
+    """A 429, or a 503 naming a rate-limit bucket that ran out."""
+
+    url: str | None
+    """Who answered: every request to its host waits out the same deadline. None: the hub API client's call."""
+    bucket: str | None
+    """The hub's name for the limit (``api``, ``resolvers``), from the ``RateLimit`` header."""
+
+
 class TransientError(Exception):
     """Worth retrying: the connection broke, stalled, or the server asked us to come back."""
 
-    def __init__(self, message: str, retry_after: float | None = None, unreachable: bool = False):
+    def __init__(self, message: str, retry_after: float | None = None, unreachable: bool = False,
+                 limit: RateLimited | None = None):
         super().__init__(message)
         self.retry_after = retry_after
         self.unreachable = unreachable
         """No connection at all (unknown host, refused): other files on that host will fare no better."""
+        self.limit = limit
 
 
 def tls_failure(where: str, exc: BaseException) -> str:
     reason = str(exc).split("] ", 1)[-1][:200]
     return (f"TLS verification failed for {where}: {reason} "
             "(set SEEDER_CA_BUNDLE to your CA bundle if a proxy re-signs traffic)")
+
+
+def hub_refusal(headers, repo: str | None, endpoint: str, token: bool) -> str | None:
+    """One line on why the hub refused a repo, read from its ``X-Error-Code``, not the status: the hub
+    answers 401 for a missing repo as for a private or gated one, so as not to tell which exist.
+    ``headers``: any case-insensitive mapping; None when the answer carries no code we know."""
+    code, said = headers.get("X-Error-Code"), headers.get("X-Error-Message") or ""
+    name = repo or "the repo"
+    page = f"{endpoint}/{repo}" if repo else endpoint
+    if code == "GatedRepo":
+        if token:
+            return (f"{name} is gated and HF_TOKEN has no access to it: accept its terms at {page} "
+                    "(HF_TOKEN must belong to an account that accepted them)")
+        return (f"{name} is gated: accept its terms at {page} and set HF_TOKEN "
+                "(it must belong to an account that accepted them)")
+    if said.startswith("Access to this resource is disabled"):
+        return f"{name} has been disabled on {endpoint}"
+    if code == "RepoNotFound":
+        if token:
+            return f"{name} not found on {endpoint}: it does not exist, or it is private and HF_TOKEN cannot read it"
+        return f"{name} not found on {endpoint}: it does not exist, or it is private and needs HF_TOKEN"
+    if said.startswith("Invalid credentials"):
+        return f"the hub at {endpoint} rejected HF_TOKEN: invalid credentials"
+    return None

@@ -117,10 +117,8 @@ def existing_path(name: str, raw: str) -> str:
 
 @dataclass(frozen=True)
 class Setting:
-    key: str
-    """The attribute of :class:`Settings` ("": read where it is used, listed for --help)."""
-    env: tuple[str, ...]
-    """Variables read, first set wins."""
+    key: str  # the attribute of Settings ("": read where it is used, listed for --help)
+    env: tuple[str, ...]  # variables read, first set wins
     default: Any
     parse: Callable[[str, str], Any]
     help: str
@@ -162,6 +160,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("retries", ("SEEDER_RETRIES",), 4, number(0, integer=True),
       "retries of a failed request (N retries: N+1 attempts; 0: one attempt)"),
     S("backoff_max", ("SEEDER_BACKOFF_MAX",), 30.0, number(0), "longest wait between attempts, in seconds"),
+    S("rate_limit_wait_max", ("SEEDER_RATE_LIMIT_WAIT_MAX",), 300.0, number(0),
+      "longest wait a server may ask for on a 429 or 503 (Retry-After, or the RateLimit header's reset), in seconds"),
     S("grace", ("SEEDER_GRACE",), 5.0, number(0),
       "seconds a replaced model version stays for readers mid-way", "--grace", None, "SECONDS"),
     S("allow_http", ("SEEDER_ALLOW_HTTP",), False, boolean, "allow plain http:// to hosts other than localhost",
@@ -230,6 +230,7 @@ class Network:
     read_timeout: float = 30.0
     attempts: int = 5  # per request: the first and SEEDER_RETRIES more
     backoff_max: float = 30.0
+    rate_limit_wait_max: float = 300.0  # a rate-limited hub asks for the rest of its window: minutes, not seconds
     ca_bundle: str | None = None
 
     def is_hub(self, url: str) -> bool:
@@ -270,6 +271,7 @@ class Settings:
     read_timeout: float
     retries: int
     backoff_max: float
+    rate_limit_wait_max: float
     grace: float
     allow_http: bool
     log_format: str
@@ -282,7 +284,7 @@ class Settings:
         net = Network(endpoint=self.endpoint, token=read_token(self.token_file), offline=self.offline,
                       allow_http=self.allow_http, connect_timeout=self.connect_timeout,
                       read_timeout=self.read_timeout, attempts=self.retries + 1, backoff_max=self.backoff_max,
-                      ca_bundle=self.ca_bundle)
+                      rate_limit_wait_max=self.rate_limit_wait_max, ca_bundle=self.ca_bundle)
         net.check_url(self.endpoint)
         return net
 

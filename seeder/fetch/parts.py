@@ -29,7 +29,7 @@ from ..integrity import ContentMismatch, Hasher
 from ..spec.lock import LockedFile
 from .partial import (Downloaded, adopt_prefix, content_range, kept_ranges, open_partial, preallocate, prefix_end,
                       read_at, save_ranges, sidecar, size_on_disk, write_at)
-from .retry import classify, retrying
+from .retry import classify, honour, retrying
 from .schedule import Schedule, Span
 from .transport import AnySession, Client, safe
 
@@ -125,6 +125,7 @@ class PartedDownload:
 
     def _request(self, session: AnySession, span: Span) -> None:
         url = self.effective or self.origin
+        honour(url, self._sleep)  # another part was told to come back later: this one waits as long
         resp = self.client.request("GET", url, headers={"Range": f"bytes={span.pos}-{span.end - 1}"},
                                    session=session)
         with resp:

@@ -1,31 +1,41 @@
 """The one retry policy: which failures are transient, how long to wait, how many attempts.
 
 The single stream, every Range part and the resolver all retry through :func:`retrying`, so a
-``Retry-After`` is honoured the same way everywhere. tenacity is imported on first use: a warm run
-never retries anything.
+server's wait is honoured the same way everywhere: ``Retry-After`` first, else the reset of the IETF
+``RateLimit`` header (the hub sends ``RateLimit: "resolvers";r=0;t=3`` on a 429, often without
+``Retry-After``), else jittered exponential backoff. A rate-limit answer also holds its host: every
+request to it waits for the same deadline (:func:`hold`, :func:`not_before`), so the parts of a
+download wait once together instead of each spending its attempts. tenacity is imported on first
+use: a warm run never retries anything.
 """
 
 from __future__ import annotations
 
 import random
+import re
+import threading
 import time
 from urllib.parse import urlsplit
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from .. import log
-from ..errors import RemoteError, TransientError
+from ..errors import RateLimited, RemoteError, TransientError, hub_refusal
 from ..settings import Network
 from .transport import Response, safe
 
 if TYPE_CHECKING:
     from tenacity import Retrying
 
-RETRY_AFTER_MAX = 120.0  # a server asking for longer gets this; it is still a retry, not a hang
+# One item of the IETF draft's RateLimit list: a policy name (quoted or a token), then ;key=value parameters.
+_ITEM = re.compile(r'\s*(?:"([^"]*)"|([A-Za-z0-9_.*-]+))((?:\s*;\s*[A-Za-z0-9_-]+\s*=\s*[^;,]*)*)')
+_PARAM = re.compile(r';\s*([A-Za-z0-9_-]+)\s*=\s*"?([^;,"]*)"?')
+TOKEN_HINT = "an HF_TOKEN raises the hub's rate limits"
+RETRY_AFTER_MAX = Network.rate_limit_wait_max  # the default cap; SEEDER_RATE_LIMIT_WAIT_MAX sets a run's
 
 
-def retry_after(value: str | None) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (a number or an HTTP date), capped; None if unusable."""
+def retry_after(value: str | None, cap: float = RETRY_AFTER_MAX) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (a number or an HTTP date), at most ``cap``; None if unusable."""
     if not value:
         return None
     try:
@@ -35,9 +45,43 @@ def retry_after(value: str | None) -> float | None:
 
         try:
             seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-    return min(max(seconds, 0.0), RETRY_AFTER_MAX)
+    return min(max(seconds, 0.0), cap) if seconds == seconds else None  # NaN is no number of seconds
+
+
+def rate_limit(value: str | None) -> tuple[str, float] | None:
+    """(bucket, seconds until its window resets) from a ``RateLimit`` header, for a bucket that ran out.
+
+    ``"resolvers";r=0;t=3`` -> ("resolvers", 3.0). Of several items, the exhausted one (``r=0``, or no
+    ``r``) that resets last; None when no item says when an exhausted window resets.
+    """
+    found = None
+    for item in (value or "").split(","):
+        m = _ITEM.match(item)
+        if not m:
+            continue
+        params = {k.lower(): v.strip() for k, v in _PARAM.findall(m.group(3))}
+        try:
+            remaining = float(params.get("r", "0"))
+            reset = float(params["t"])
+        except (KeyError, ValueError):
+            continue
+        if remaining <= 0 <= reset < float("inf") and (found is None or reset > found[1]):
+            found = (m.group(1) if m.group(1) is not None else m.group(2), reset)
+    return found
+
+
+def transient(status: int, headers: Mapping[str, str], message: str, net: Network,
+              url: str | None) -> TransientError:
+    """The retryable error for a transient ``status``: with the wait the server asked for, capped at
+    ``net.rate_limit_wait_max``, and, for a rate limit, the bucket that ran out (``url``: who answered)."""
+    limit = rate_limit(headers.get("RateLimit"))
+    asked = retry_after(headers.get("Retry-After"), net.rate_limit_wait_max)
+    if asked is None and limit is not None:
+        asked = min(limit[1], net.rate_limit_wait_max)
+    limited = RateLimited(url, limit[0] if limit else None) if status == 429 or limit else None
+    return TransientError(message, asked, limit=limited)
 
 
 def backoff(net: Network, attempt: int, asked: float | None) -> float:
@@ -56,18 +100,66 @@ def classify(resp: Response, url: str, net: Network) -> None:
     status = resp.status_code
     if status < 400:
         return
-    where = safe(url)
+    answered = resp.url or url  # after redirects: a CDN's refusal is not the hub's
+    where = safe(answered)
     if is_transient(status):
-        raise TransientError(f"HTTP {status} from {where}", retry_after(resp.headers.get("Retry-After")))
-    if status in (401, 403) and net.is_hub(url):
-        raise RemoteError(f"HTTP {status} for {where}: gated or private: set HF_TOKEN (and accept the model's terms)")
+        raise transient(status, resp.headers, f"HTTP {status} from {where}", net, answered)
+    if status in (401, 403, 404) and net.is_hub(answered):
+        why = hub_refusal(resp.headers, _repo_of(answered, net), net.endpoint, bool(net.token))
+        if why:
+            raise RemoteError(why)
+        if status != 404:
+            raise RemoteError(f"HTTP {status} for {where}: gated or private: set HF_TOKEN "
+                              "(and accept the model's terms)")
     if status in (401, 403):  # the hub's advice means nothing to another server
-        signed = "; a signed URL may have expired" if urlsplit(url).query else ""
+        signed = "; a signed URL may have expired" if urlsplit(answered).query else ""
         raise RemoteError(f"HTTP {status} for {where}: the server refused access{signed}")
     if status == 404:
         raise RemoteError(f"HTTP 404 for {where}: not found")
     raise RemoteError(f"HTTP {status} for {where}")
 
+
+def _repo_of(url: str, net: Network) -> str | None:
+    """The repo id in a hub ``<endpoint>/<repo>/resolve/<rev>/<path>`` URL."""
+    path, base = urlsplit(url).path, urlsplit(net.endpoint).path.rstrip("/")
+    if not path.startswith(base + "/") or "/resolve/" not in path:
+        return None
+    return path[len(base) + 1:].split("/resolve/", 1)[0] or None
+
+
+# -- one deadline per host -----------------------------------------------------------------------------------
+
+_holds: dict[tuple[str, str, int | None], float] = {}  # host -> time.monotonic() before which nobody asks it
+_holds_mutex = threading.Lock()
+
+
+def _host(url: str) -> tuple[str, str, int | None]:
+    split = urlsplit(url)
+    return split.scheme, split.hostname or "", split.port
+
+
+def hold(url: str, seconds: float) -> bool:
+    """No request to ``url``'s host for ``seconds``; True when this starts a wait (none was running)."""
+    key, until = _host(url), time.monotonic() + seconds
+    with _holds_mutex:
+        current = _holds.get(key, 0.0)
+        _holds[key] = max(current, until)
+        return current <= time.monotonic()
+
+
+def not_before(url: str) -> float:
+    """Seconds to wait before asking ``url``'s host anything (0: go ahead)."""
+    with _holds_mutex:
+        return max(0.0, _holds.get(_host(url), 0.0) - time.monotonic())
+
+
+def honour(url: str, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Wait out a rate limit another request to ``url``'s host was answered with (it may grow meanwhile)."""
+    while (wait := not_before(url)) > 0:
+        sleep(wait)
+
+
+# -- the policy ---------------------------------------------------------------------------------------------
 
 def retrying(net: Network, what: str, model: str, path: str | None = None,
              sleep: Callable[[float], None] = time.sleep, **fields: object) -> Retrying:
@@ -83,9 +175,16 @@ def retrying(net: Network, what: str, model: str, path: str | None = None,
         return backoff(net, state.attempt_number, getattr(exc, "retry_after", None))
 
     def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception()
+        extra = {k: v() if callable(v) else v for k, v in fields.items()}
+        limit: RateLimited | None = getattr(exc, "limit", None)
+        if limit is not None:
+            if limit.url is not None and not hold(limit.url, state.upcoming_sleep):
+                return  # another part of this download announced this wait already
+            on_hub = limit.url is None or net.is_hub(limit.url)
+            extra.update(rate_limited=True, bucket=limit.bucket, hint=TOKEN_HINT if on_hub and not net.token else None)
         log.warning("retrying", what=what, model=model, file=path, attempt=state.attempt_number,
-                    error=str(state.outcome.exception()), wait=round(state.upcoming_sleep, 2),
-                    **{k: v() if callable(v) else v for k, v in fields.items()})
+                    error=str(exc), wait=round(state.upcoming_sleep, 2), **extra)
 
     return Retrying(retry=retry_if_exception_type(TransientError), stop=stop_after_attempt(net.attempts),
                     wait=wait, before_sleep=before_sleep, sleep=sleep, reraise=True)

@@ -9,7 +9,7 @@ from ..errors import StorageError, TransientError
 from ..integrity import ContentMismatch, Hasher, hash_file
 from ..spec.lock import LockedFile
 from .partial import Downloaded, adopt_prefix, content_range, open_partial, write_at
-from .retry import classify, retrying
+from .retry import classify, honour, retrying
 from .transport import Client
 
 NET_CHUNK = 1 << 16  # a read that fails loses its partial chunk, so keep network reads small
@@ -31,6 +31,7 @@ def _once(client: Client, url: str, part: Path, file: LockedFile, progress) -> D
         # A complete partial from a run killed before the rename: just check it.
         progress.resumed_at(have)
         return Downloaded(sha256=hash_file(part, file).check(), fetched=0)
+    honour(url)  # a rate limit another download on this host was told of
     resp = client.request("GET", url, headers={"Range": f"bytes={have}-"} if have else {})
     with resp:
         if (resp.status_code == 416 and have) or (

@@ -13,8 +13,8 @@ import re
 from urllib.parse import quote
 
 from .. import log
-from ..errors import ManifestError, RemoteError, TransientError, tls_failure
-from ..fetch.retry import is_transient, retrying
+from ..errors import ManifestError, RemoteError, TransientError, hub_refusal, tls_failure
+from ..fetch.retry import is_transient, retrying, transient
 from ..fetch.transport import Client, tls_context
 from ..settings import Network
 from ..spec.lock import LockedFile, LockedModel
@@ -51,12 +51,12 @@ def resolve(spec: ModelSpec, manifest: Manifest, client: Client) -> LockedModel:
     api = _hub_api(net)
     where = f"{src.repo}@{src.revision}"
     try:
-        info = _call(lambda: api.model_info(src.repo, revision=src.revision), spec.name, where, net)
+        info = _call(lambda: api.model_info(src.repo, revision=src.revision), spec.name, src, net)
         commit = info.sha
         if not isinstance(commit, str) or not _HEX40.fullmatch(commit):
             raise RemoteError(f"{spec.name}: the hub sent no commit for {where}")
         entries = _call(lambda: [e for e in api.list_repo_tree(src.repo, revision=commit, recursive=True)
-                                 if hasattr(e, "blob_id")], spec.name, where, net)
+                                 if hasattr(e, "blob_id")], spec.name, src, net)
     except TransientError as e:
         raise RemoteError(f"{spec.name}: resolving {where} failed after {net.attempts} attempts: {e}") from None
 
@@ -70,7 +70,7 @@ def resolve(spec: ModelSpec, manifest: Manifest, client: Client) -> LockedModel:
                        repo=src.repo, revision=src.revision, commit=commit)
 
 
-def _call(fn, model: str, where: str, net: Network):
+def _call(fn, model: str, src, net: Network):
     """One hub API call under the retry policy, its failures mapped to seeder's errors."""
     import httpx2
     from huggingface_hub import errors as hf
@@ -79,11 +79,8 @@ def _call(fn, model: str, where: str, net: Network):
         with attempt:
             try:
                 return fn()
-            except (hf.RepositoryNotFoundError, hf.RevisionNotFoundError) as e:
-                what = "revision" if isinstance(e, hf.RevisionNotFoundError) else "repo"
-                raise RemoteError(f"{model}: {what} not found: {where} (a private repo needs HF_TOKEN)") from None
             except hf.HfHubHTTPError as e:
-                raise _http_error(e, model, where) from None
+                raise _http_error(e, model, src, net) from None
             except (httpx2.TransportError, httpx2.TimeoutException) as e:
                 if "CERTIFICATE_VERIFY_FAILED" in str(e):
                     raise RemoteError(tls_failure(net.endpoint, e)) from None
@@ -96,17 +93,23 @@ def _call(fn, model: str, where: str, net: Network):
     raise AssertionError("unreachable")
 
 
-def _http_error(e, model: str, where: str) -> Exception:
+def _http_error(e, model: str, src, net: Network) -> Exception:
     from huggingface_hub import errors as hf
 
-    from ..fetch.retry import retry_after
-
-    status = e.response.status_code if e.response is not None else None
-    if status in (401, 403) or isinstance(e, hf.GatedRepoError):
-        return RemoteError(f"{model}: {where} is gated or private: set HF_TOKEN")
-    if is_transient(status or 0):
-        asked = retry_after(e.response.headers.get("Retry-After")) if e.response is not None else None
-        return TransientError(f"hub answered HTTP {status}", asked)
+    where = f"{src.repo}@{src.revision}"
+    status = e.response.status_code if e.response is not None else 0
+    headers = e.response.headers if e.response is not None else {}
+    if isinstance(e, hf.RevisionNotFoundError):
+        return RemoteError(f"{model}: revision not found: {where} (a private repo needs HF_TOKEN)")
+    if isinstance(e, hf.RepositoryNotFoundError) and not headers.get("X-Error-Code"):
+        headers = {"X-Error-Code": "RepoNotFound"}  # huggingface_hub's reading of a bare 401: missing or private
+    if why := hub_refusal(headers, src.repo, net.endpoint, bool(net.token)):
+        return RemoteError(f"{model}: {why}")
+    if status in (401, 403):
+        return RemoteError(f"{model}: the hub refused access to {where} (HTTP {status}): set HF_TOKEN, or check "
+                           "what it may read")
+    if is_transient(status):
+        return transient(status, headers, f"hub answered HTTP {status}", net, None)
     return RemoteError(f"{model}: hub answered HTTP {status} for {where}")
 
 
