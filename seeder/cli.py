@@ -13,6 +13,31 @@ from .commands import COMMANDS, command
 from .errors import EXIT_CODES_HELP, INTERNAL, INTERRUPTED, TERMINATED, SeederError, StorageError, Terminated
 
 
+DISTRIBUTION = "model-seeder"
+"""The name pip installs seeder by: `seeder` on PyPI is an unrelated project."""
+
+
+def version() -> str:
+    """The installed distribution's version; the package's own when run from a source tree never installed."""
+    from importlib.metadata import PackageNotFoundError, version as installed  # --version only: start-up stays lean
+
+    try:
+        return installed(DISTRIBUTION)
+    except PackageNotFoundError:
+        return __version__
+
+
+class _Version(argparse.Action):
+    """``--version``, asking the installed metadata only when given."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"seeder {version()} ({DISTRIBUTION})")
+        parser.exit()
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, like every other usage error
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -80,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "options of every command (details: seeder COMMAND --help):\n"
         f"{_options_summary()}\n\n{settings.env_help()}\n\n{EXIT_CODES_HELP}",
     )
-    parser.add_argument("--version", action="version", version=f"seeder {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     _add_commands(parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser), common)
     return parser
 
@@ -128,7 +153,7 @@ def _add_commands(sub, common: argparse.ArgumentParser) -> None:
                        "visible, then install atomically. A corrupt or truncated bundle exits 1, changing nothing.")
     p.add_argument("bundle", help="bundle file (.tar or .tar.zst)")
     p = sub.add_parser("export-image", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
-                       help="save Docker images into one archive with a sha256 sidecar (needs seeder[docker])",
+                       help="save Docker images into one archive with a sha256 sidecar (needs model-seeder[docker])",
                        description="Load it on the air-gapped host with: sha256sum -c FILE.sha256 && "
                        "zstd -dc FILE | docker load")
     p.add_argument("images", nargs="+", metavar="IMAGE")

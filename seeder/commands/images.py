@@ -25,7 +25,7 @@ def export_images(names: list[str], output: Path) -> str:
         import requests
         from docker.errors import DockerException, ImageNotFound
     except ImportError:
-        raise UsageError("export-image needs the Docker SDK: pip install 'seeder[docker]'") from None
+        raise UsageError("export-image needs the Docker SDK: pip install 'model-seeder[docker]'") from None
     try:
         client = docker.from_env()
         for name in names:
