@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -46,6 +48,27 @@ def test_the_checked_in_manifests_point_editors_at_the_schema_and_pass_it(path: 
     assert first.startswith("#:schema "), first  # a taplo header directive: the file's first lines
     assert (path.parent / first.split(None, 1)[1]).resolve() == SCHEMA_FILE  # relative to the manifest, as taplo reads it
     VALIDATOR.validate(tomllib.loads(path.read_text()))
+
+
+def _taplo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    taplo = Path(sys.executable).parent / "taplo"  # the test extra's taplo, the CLI of the language server
+    return subprocess.run([str(taplo), "check", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_taplo_follows_the_schema_line_and_checks_with_it(tmp_path: Path):
+    """What an editor does: the checked-in manifests pass; a user's copy of `seeder schema` output, named
+    in a `#:schema` line, catches a mistake and passes once it is fixed."""
+    run = _taplo(*(str(p) for p in MANIFESTS), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    (tmp_path / "models.schema.json").write_text(run_seeder("schema").out)
+    manifest = tmp_path / "models.toml"
+    good = '#:schema ./models.schema.json\n[[models]]\nname = "m"\nurl = "https://h/x.bin"\nsha256 = "%s"\n'
+    manifest.write_text(good % "abc")
+    run = _taplo("models.toml", cwd=tmp_path)
+    assert run.returncode != 0 and '"abc" does not match' in run.stderr, run.stderr
+    manifest.write_text(good % ("a" * 64))
+    run = _taplo("models.toml", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
 
 
 def test_every_toml_example_in_the_readme_passes_the_schema_and_the_parser():
