@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import blob, file_sha256, run_seeder, seeder_env, sha256, url_entry, write_manifest
+from tests.fakehub import DEFAULT_GITATTRIBUTES
 
 SIZE = 400_000
 DATA = blob(SIZE, seed=42)
@@ -42,23 +43,44 @@ MODES = {
     "single": {"SEEDER_CONNECTIONS": "1"},
     "multi": {"SEEDER_PART_SIZE": "64K", "SEEDER_MULTIPART_MIN": "1", "SEEDER_CONNECTIONS": "4"},
 }
+# What a connection reads at a time (fetch/stream.py NET_CHUNK, fetch/parts.py READ): a read cut short is
+# lost, so a resume may start up to this far before the byte a fault struck at. A part's reads stop at its
+# end, so with 64 KiB parts the faulted part is fetched again from no earlier than its own start.
+READ = {"single": 64 << 10, "multi": 256 << 10}
 
 
 def _ok(final: Path) -> None:
     assert final.read_bytes() == DATA
 
 
+# Faults that cut or change a body name the file offset they strike at: a Range part that does not
+# carry that byte is served intact, and the part that does gets the fault there.
 RECOVERABLE = {
-    "reset mid-body": dict(kind="reset", after=SIZE // 2),
-    "clean close before Content-Length": dict(kind="truncate", after=SIZE // 3),
+    "reset mid-body": dict(kind="reset", at=SIZE // 2),
+    "clean close before Content-Length": dict(kind="truncate", at=SIZE // 3),
     "500 502 503 then success": (500, 502, 503),  # different statuses, one after the other
     "408 425 then success": (408, 425),
     "429 Retry-After seconds": dict(kind="status", code=429, headers={"Retry-After": "1"}),
     "429 Retry-After http-date": dict(kind="status", code=429, headers={"Retry-After": "http-date in 2 s"}),
-    "stall longer than the read timeout": dict(kind="stall", after=1000, seconds=30),
-    "corrupted bytes of the right length": dict(kind="corrupt"),
+    "stall longer than the read timeout": dict(kind="stall", at=SIZE // 4, seconds=30),
+    "corrupted bytes of the right length": dict(kind="corrupt", offset=SIZE // 2),
     "wrong Content-Length": dict(kind="wrong_length", delta=100),
 }
+
+
+def _content(hub, match: str) -> list:
+    """GETs of the file that were answered with bytes (hub or CDN), in arrival order."""
+    return [r for r in hub.requests if r.method == "GET" and match in r.path and r.status in (200, 206)]
+
+
+def _assert_resumed_near(hub, match: str, kind: str, at: int, read: int) -> None:
+    """The fault struck at byte ``at``, and a later request took up from there (within one read), not from 0."""
+    content = _content(hub, match)
+    [struck] = [r for r in content if r.fault == kind]
+    assert struck.fault_at == at, struck
+    first = struck.range_start or 0
+    later = [r.range_start for r in content[content.index(struck) + 1:] if r.range_start is not None]
+    assert any(max(first, at - read) <= start <= at for start in later), (at, first, later)
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
@@ -69,33 +91,51 @@ def test_recoverable_fault_ends_verified(fault, source, mode, hub, tmp_path):
     if isinstance(RECOVERABLE[fault], tuple):
         for code in RECOVERABLE[fault]:
             hub.add_fault(match, "status", code=code)
+        kind = "status"
     else:
         spec = dict(RECOVERABLE[fault])
         if spec.get("headers", {}).get("Retry-After", "").startswith("http-date"):
             spec["headers"] = {"Retry-After": formatdate(time.time() + 2, usegmt=True)}
-        hub.add_fault(match, spec.pop("kind"), **spec)
+        kind = spec.pop("kind")
+        hub.add_fault(match, kind, **spec)
     started = time.monotonic()
     run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub, timeout=60, **MODES[mode])
     assert run.code == 0, run
     _ok(final)
     assert time.monotonic() - started < 30
-    assert any(r.fault for r in hub.requests), "the fault never fired"
+    assert hub.unfired_faults() == [], "a fault never fired"
+    added = len(RECOVERABLE[fault]) if isinstance(RECOVERABLE[fault], tuple) else 1
+    assert [r.fault for r in hub.requests if r.fault] == [kind] * added  # each fired once, nothing else did
+    served = hub.body_bytes(match)
+    if kind in ("reset", "truncate", "stall"):
+        _assert_resumed_near(hub, match, kind, RECOVERABLE[fault]["at"], READ[mode])
+        assert served <= SIZE + READ[mode]  # what was cut short, and no more, came twice
+    elif kind == "corrupt":
+        [struck] = [r for r in _content(hub, match) if r.fault]
+        assert struck.fault_at == SIZE // 2
+        assert any(e["event"] == "checksum mismatch, downloading again" for e in run.events)
+        assert SIZE < served <= 2 * SIZE  # the file once more, from scratch
+    elif kind == "wrong_length":
+        assert served <= 2 * SIZE
+    else:
+        assert served == SIZE  # an error status carries no byte of the file
+        assert any(e["event"] == "retrying" for e in run.events)
     if "Retry-After" in fault:
         assert any(e["event"] == "retrying" and e["wait"] >= 0.5 for e in run.events)
-    if fault == "clean close before Content-Length":
-        ranges = [r.range for r in hub.requests if r.method == "GET" and match in r.path]
-        assert ranges[-1] and ranges[-1].startswith("bytes=")  # resumed, not restarted
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize("source", ["repo", "url"])
 def test_range_ignored_on_resume_restarts_cleanly(source, mode, hub, tmp_path):
     m, final, match = _manifest(tmp_path, hub, source)
-    hub.add_fault(match, "reset", after=SIZE // 2)
-    hub.add_fault(match, "ignore_range")
+    reset = hub.add_fault(match, "reset", at=SIZE // 2)
+    hub.add_fault(match, "ignore_range", following=reset)  # the request after the reset: the resume
     run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub, **MODES[mode])
     assert run.code == 0, run
     _ok(final)
+    assert hub.unfired_faults() == []
+    [ignored] = [r for r in hub.requests if r.fault == "ignore_range"]
+    assert ignored.range_start and ignored.status == 200  # asked to resume, got the whole file instead
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
@@ -105,6 +145,7 @@ def test_corruption_twice_exits_1_and_nothing_lands(source, mode, hub, tmp_path)
     hub.add_fault(match, "corrupt", times=100, offset=0)  # every request covering byte 0
     run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub, **MODES[mode])
     assert run.code == 1, run
+    assert [(r.fault, r.fault_at) for r in hub.requests if r.fault] == [("corrupt", 0)] * 2  # both downloads
     message = [e for e in run.events if e["level"] == "error"][-1]["event"]
     assert f"m/{final.name}" in message and sha256(DATA) in message and "expected" in message
     actual = re.search(r"sha256 ([0-9a-f]{64}), expected", message)
@@ -190,7 +231,8 @@ def test_two_concurrent_seeders_both_succeed_and_fetch_once(hub, tmp_path):
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
         assert "Traceback" not in err
-    assert hub.body_bytes() == sum(len(d) for d in files.values())
+    # Each byte once, the .gitattributes both repos' seeders list included.
+    assert hub.body_bytes() == sum(len(d) for d in files.values()) + len(DEFAULT_GITATTRIBUTES)
     for name, data in files.items():
         assert file_sha256(tmp_path / "t" / "m" / name) == sha256(data)
 
@@ -223,7 +265,7 @@ def test_a_small_repo_file_is_checked_against_its_git_blob_id(hub, tmp_path):
     hub.add_repo("org/m", {"config.json": b'{"hidden_size": 384, "layers": 6}' * 20})
     m = write_manifest(tmp_path / "models.toml", '[[models]]\nname = "m"\nrepo = "org/m"\n')
     assert run_seeder("lock", "-m", str(m), hub=hub).code == 0
-    [entry] = json.loads((tmp_path / "models.lock").read_text())["models"][0]["files"]
+    entry = {f["path"]: f for f in json.loads((tmp_path / "models.lock").read_text())["models"][0]["files"]}["config.json"]
     assert entry.get("git_oid") and not entry.get("sha256")  # not LFS: the hub gives its git blob id only
     hub.add_fault("config.json", "corrupt", times=100)
     run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)

