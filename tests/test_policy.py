@@ -2,7 +2,8 @@
 
 A ``Retry-After`` is the minimum wait on every path that retries: the single stream, a Range part and
 the resolver. ``conftest.FAST_NET`` caps seeder's own backoff at 0.3 s, so a gap of 2 s between a failed
-request and its retry, as the fake hub saw them arrive, can only come from honouring the header.
+request and its retry, as the fake hub saw them arrive, can only come from honouring the header. That cap
+would equally hide a retry loop with no backoff at all, so section 2 raises it and times the attempts.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import os
 import subprocess
 import sys
 import time
+from email.utils import formatdate
 from pathlib import Path
 
 import pytest
 
-from seeder.fetch.retry import backoff
+from seeder.fetch.retry import RETRY_AFTER_MAX, backoff, retry_after
 from seeder.settings import Network
 from tests.conftest import blob, run_seeder, seeder_env, url_entry, write_manifest
 
@@ -99,7 +101,64 @@ def test_retry_after_is_the_minimum_wait_on_every_path(path, hub, tmp_path):
         assert (tmp_path / "models.lock").exists()
 
 
-# -- 2. the formula ------------------------------------------------------------------------------------------
+# -- 2. backoff between attempts, as the server saw them arrive ------------------------------------------------
+
+ROOMY = {"SEEDER_BACKOFF_MAX": "10", "SEEDER_RETRIES": "3"}  # conftest's 0.3 s cap would hide the exponential
+
+
+def _attempts(hub, tmp_path: Path, mode: str, statuses: list[dict]) -> tuple[list, object]:
+    """Seed one file whose first GETs are answered with ``statuses`` (fault params), in the given transfer mode;
+    returns the GETs of that file in arrival order and the run."""
+    data = blob(4 << 20, seed=5) if mode == "parts" else blob(100_000, seed=5)
+    url = hub.add_file(f"dl/{mode}.bin", data)
+    manifest = write_manifest(tmp_path / "models.toml", url_entry("b", url, data))
+    for params in statuses:
+        hub.add_fault(f"{mode}.bin", "status", **params)
+    env = {"SEEDER_PART_SIZE": "1M", "SEEDER_MULTIPART_MIN": "1M", "SEEDER_CONNECTIONS": "4"} if mode == "parts" else {}
+    run = run_seeder("-m", str(manifest), "-t", str(tmp_path / "t"), hub=hub, timeout=90, **ROOMY, **env)
+    assert run.code == 0, run
+    assert (tmp_path / "t" / "b" / f"{mode}.bin").read_bytes() == data
+    gets = [r for r in hub.requests if r.method == "GET" and r.path.endswith(f"{mode}.bin")]
+    assert [r.status for r in gets[:len(statuses)]] == [f["code"] for f in statuses], [r.status for r in gets]
+    assert len({r.range for r in gets[:len(statuses) + 1]}) == 1  # the same request, asked again each time
+    return gets, run
+
+
+@pytest.mark.parametrize("mode", ["stream", "parts"])
+def test_failed_attempts_are_spaced_by_a_doubling_backoff(mode, hub, tmp_path):
+    gets, run = _attempts(hub, tmp_path, mode, [{"code": 503}] * 3)
+    gaps = [b.started - a.started for a, b in zip(gets, gets[1:4])]
+    for n, gap in enumerate(gaps, 1):
+        step = 0.5 * 2 ** (n - 1)  # 0.5, 1, 2 s, jittered down to half at the least
+        assert 0.5 * step - SLACK / 4 <= gap <= step + 1.0, (n, [round(g, 3) for g in gaps])
+    waits = [e["wait"] for e in run.events if e["event"] == "retrying"]
+    assert len(waits) == 3 and all(0.5 * 0.5 * 2 ** n <= w <= 0.5 * 2 ** n for n, w in enumerate(waits)), waits
+
+
+@pytest.mark.parametrize("mode", ["stream", "parts"])
+def test_retry_after_outlasts_the_backoff_and_the_backoff_goes_on_after_it(mode, hub, tmp_path):
+    statuses = [{"code": 503}, {"code": 503, "headers": {"Retry-After": "3"}}, {"code": 503}]
+    gets, _ = _attempts(hub, tmp_path, mode, statuses)
+    gaps = [b.started - a.started for a, b in zip(gets, gets[1:4])]
+    assert gaps[0] >= 0.25 - SLACK / 4, gaps
+    assert 3 - SLACK <= gaps[1] < 3 + 1.0, gaps  # the server's 3 s, not half of it, not the 0.5-1 s backoff
+    assert gaps[2] >= 1.0 - SLACK / 4, gaps  # attempt 3 still backs off 1-2 s: the header did not reset it
+
+
+def test_the_retry_after_parser():
+    assert retry_after("7") == 7.0
+    assert retry_after("1.5") == 1.5
+    assert retry_after("0") == 0.0
+    assert retry_after("-5") == 0.0  # already past: go now
+    assert retry_after("100000") == RETRY_AFTER_MAX == 300  # SEEDER_RATE_LIMIT_WAIT_MAX's default
+    assert retry_after("100000", cap=12) == 12
+    assert 8.5 <= retry_after(formatdate(time.time() + 10, usegmt=True)) <= 10
+    assert retry_after(formatdate(time.time() - 60, usegmt=True)) == 0.0
+    for junk in ("soon", "", None, "nan", "Mon, 99 Foo 2024"):
+        assert retry_after(junk) is None, junk
+
+
+# -- 3. the formula ------------------------------------------------------------------------------------------
 
 def test_backoff_is_jittered_exponential_capped_and_never_below_retry_after():
     samples = 2000
@@ -135,7 +194,7 @@ def test_backoff_is_jittered_exponential_capped_and_never_below_retry_after():
     assert max(waits) > 0.9
 
 
-# -- 3. import --grace ---------------------------------------------------------------------------------------
+# -- 4. import --grace ---------------------------------------------------------------------------------------
 
 A = blob(300_000, seed=31)
 B = blob(300_000, seed=32)
