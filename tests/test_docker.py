@@ -782,12 +782,23 @@ def test_first_compose_up_downloads_each_byte_once(hub_image, engine, sid, tmp_p
                 changed = d.add_repo(data, repo, {"model.safetensors": d.make_safetensors(
                     src / "2" / "model.safetensors", seed=base + 2, floats=1 << 18)},
                     hashlib.sha1(f"{sid}-2".encode()).hexdigest())
+                extra = d.make_gguf(data / "files" / f"cold-{sid}" / "extra.gguf", seed=base + 3)
                 with run_hub(hub_image, data, engine, port=hub.port) as moved:
                     c("run", "--rm", "seeder", "refresh")
                     fetched = moved.file_bytes()
                     assert list(fetched) == [next(p for p in fetched if p.endswith("/model.safetensors"))], fetched
                     assert sum(fetched.values()) <= 1.02 * changed["model.safetensors"].stat().st_size + (64 << 10)
                     assert c("run", "--rm", "seeder", "verify", check=False).returncode == 0
+
+                    # The image predates a manifest that adds a model: only that model is downloaded.
+                    conf = tmp_path / "conf"
+                    conf.mkdir(mode=0o755)
+                    (conf / "models.toml").write_text((ctx / "deploy" / "models.toml").read_text() + (
+                        f'\n[[models]]\nname = "extra"\nurl = "{hub.url}/files/cold-{sid}/extra.gguf"\n'
+                        f'sha256 = "{d.sha256_file(extra)}"\nsize = {extra.stat().st_size}\n'))
+                    moved.clear()
+                    c("run", "--rm", "-v", f"{conf}:/etc/seeder:ro", "seeder")
+                    assert moved.file_bytes() == {f"/files/cold-{sid}/extra.gguf": extra.stat().st_size}
         finally:
             docker("rmi", *images, check=False)
 
