@@ -1,7 +1,7 @@
 """The boto3 client for S3, made the way AWS users expect, for s3:// caches and s3:// sources alike.
 
 Endpoint, region and credentials come from the standard AWS chain (environment, profiles, web
-identity, instance metadata). boto3 is the optional extra ``seeder[s3]``, imported only here and
+identity, instance metadata). boto3 is the optional extra ``model-seeder[s3]``, imported only here and
 only when an ``s3://`` value is used.
 """
 
@@ -18,7 +18,7 @@ def client(connect_timeout: float = 10.0, read_timeout: float = 30.0, *, what: s
         import boto3
         from botocore.config import Config
     except ImportError:
-        raise UsageError(f"{what}: s3:// needs boto3: pip install 'seeder[s3]'") from None
+        raise UsageError(f"{what}: s3:// needs boto3: pip install 'model-seeder[s3]'") from None
     custom = endpoint()
     config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
                     retries={"max_attempts": 3, "mode": "standard"},

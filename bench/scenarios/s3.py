@@ -75,7 +75,7 @@ def _unavailable() -> str | None:
     try:
         import boto3  # noqa: F401
     except ImportError:
-        return "boto3 is not installed: pip install 'seeder[s3]'"
+        return "boto3 is not installed: pip install 'model-seeder[s3]'"
     try:
         weed_binary()
     except RuntimeError:
