@@ -92,6 +92,26 @@ def test_the_resolver_waits_for_the_api_window(hub, tmp_path):
     assert "HF_TOKEN" in warnings[0]["hint"]
 
 
+def test_the_file_tree_is_retried_by_seeders_policy_alone(hub, tmp_path):
+    # huggingface_hub retries paged listings itself (5 more tries, its own waits, plain-text warnings): inside
+    # our attempts that would be up to 6 x 4 calls and lines that are not JSON in a JSON log.
+    manifest = _repo(hub, tmp_path, {"config.json": b"{}"})
+    hub.add_fault("/tree/", "status", api=True, code=429, headers={"RateLimit": '"api";r=0;t=1'})
+    run = run_seeder("lock", "-m", str(manifest), hub=hub, timeout=60)
+    assert run.code == 0, run
+    trees = [r for r in hub.requests if r.kind == "api" and "/tree/" in r.path]
+    assert [r.status for r in trees] == [429, 200] and trees[1].started - trees[0].started >= 1 - SLACK
+    assert [(e["bucket"], e["wait"]) for e in _limited(run)] == [("api", 1)]
+    assert all(line.startswith("{") for line in run.err.splitlines()), run.err
+
+    hub.clear_log()
+    hub.add_fault("/tree/", "status", 2, api=True, code=503)
+    run = run_seeder("lock", "--upgrade", "-m", str(manifest), hub=hub, timeout=60, SEEDER_RETRIES="1")
+    assert run.code == 3 and "after 2 attempts" in run.events[-1]["event"], run
+    assert len([r for r in hub.requests if r.kind == "api" and "/tree/" in r.path]) == 2
+    assert all(line.startswith("{") for line in run.err.splitlines()), run.err
+
+
 # -- (d): a reset far away is capped ----------------------------------------------------------------------
 
 def test_a_reset_beyond_the_cap_waits_only_the_cap(hub, tmp_path):

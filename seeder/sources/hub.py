@@ -41,7 +41,18 @@ def _hub_api(net: Network):
     timeout = httpx2.Timeout(net.read_timeout, connect=net.connect_timeout)
     verify = tls_context(net.ca_bundle)  # the downloads' own: one trust store, one error for a bad bundle
     set_client_factory(lambda: httpx2.Client(follow_redirects=True, timeout=timeout, verify=verify))
+    _one_attempt_per_page()
     return HfApi(endpoint=net.endpoint, token=net.token or False, library_name="seeder")
+
+
+def _one_attempt_per_page() -> None:
+    """One retry policy: huggingface_hub retries paged listings (the file tree) itself, five times with its own
+    waits and plain-text warnings in our JSON log, inside our attempts. Make each call one attempt; ours retry."""
+    from huggingface_hub.utils import _pagination  # a private module: if it moves, its retries merely stay
+
+    backoff = getattr(_pagination, "http_backoff", None)
+    if backoff is not None and not isinstance(backoff, functools.partial):
+        _pagination.http_backoff = functools.partial(backoff, retry_on_exceptions=(), retry_on_status_codes=())
 
 
 def resolve(spec: ModelSpec, manifest: Manifest, client: Client) -> LockedModel:
