@@ -36,6 +36,7 @@ CASES = {
     "bad sha256": ("[[models]]\nname='a'\nurl='https://h/x'\nsha256='abc'", ("a", "sha256"), "64 hexadecimal"),
     "negative size": ("[[models]]\nname='a'\nurl='https://h/x'\nsha256='%s'\nsize=-1" % SHA, ("a", "size"), "non-negative"),
     "not a url": ("[[models]]\nname='a'\nurl='ftp://h/x'\nsha256='%s'" % SHA, ("a", "url"), "http(s)"),
+    "size on an s3 url": ("[[models]]\nname='a'\nurl='s3://bucket-a/x.bin'\nsize=10", ("a", "size"), "read from the bucket"),
     "bad mirror": ("[[models]]\nname='a'\nurl='https://h/x'\nsha256='%s'\nmirrors=['nope']" % SHA, ("a", "mirrors"), "http(s)"),
     "bad repo id": ("[[models]]\nname='a'\nrepo='o/r/../x'", ("a", "repo"), "repo id"),
     "include not list": ("[[models]]\nname='a'\nrepo='o/r'\ninclude='*.json'", ("a", "include"), "array of strings"),

@@ -199,6 +199,8 @@ def _parse_s3(entry: dict, field: str, fail) -> S3Source:
         return S3Source(bucket=bucket, key=key if not key or key.endswith("/") else key + "/", **_globs(entry, fail))
     if entry.get("mirrors"):
         raise fail("mirrors", "mirrors are for http(s) URLs; an s3:// object has one home")
+    if "size" in entry:
+        raise fail("size", "an s3:// object's size is read from the bucket when locking; leave it out")
     if not key or key.endswith("/"):
         raise fail("url", f"{value!r} names no object; for every object under a prefix use s3 = ...")
     filename = _string(entry, "filename", fail) or key.rsplit("/", 1)[-1]
