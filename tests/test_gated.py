@@ -125,3 +125,16 @@ def test_the_error_code_decides_not_the_status(status, hub, tmp_path):
     _refused(run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub), f"m/config.json: {gated(hub, 'org/m')}")
     hub.add_fault("/config.json", "status", code=status, headers={"X-Error-Code": "RepoNotFound"})
     _refused(run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub), f"m/config.json: {missing(hub, 'org/m')}")
+
+
+def test_the_repo_is_read_off_a_resolve_url():
+    from seeder.fetch.retry import _repo_of
+    from seeder.settings import Network
+
+    hub, mirror = Network(endpoint="https://hub.example"), Network(endpoint="https://mirror.example/hf")
+    assert _repo_of("https://hub.example/org/m/resolve/main/dir/resolve/f.bin", hub) == "org/m"
+    assert _repo_of("https://hub.example/gpt2/resolve/abc/config.json", hub) == "gpt2"  # a legacy id
+    assert _repo_of("https://hub.example/org/resolve/resolve/main/f", hub) == "org/resolve"
+    assert _repo_of("https://mirror.example/hf/org/m/resolve/main/f", mirror) == "org/m"
+    assert _repo_of("https://mirror.example/org/m/resolve/main/f", mirror) is None
+    assert _repo_of("https://hub.example/api/models/org/m", hub) is None

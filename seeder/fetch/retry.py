@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 # One item of the IETF draft's RateLimit list: a policy name (quoted or a token), then ;key=value parameters.
 _ITEM = re.compile(r'\s*(?:"([^"]*)"|([A-Za-z0-9_.*-]+))((?:\s*;\s*[A-Za-z0-9_-]+\s*=\s*[^;,]*)*)')
 _PARAM = re.compile(r';\s*([A-Za-z0-9_-]+)\s*=\s*"?([^;,"]*)"?')
+_RESOLVE = re.compile(r"([^/]+/[^/]+|[^/]+)/resolve/")  # org/name first: a repo may be called "resolve"
 TOKEN_HINT = "an HF_TOKEN raises the hub's rate limits"
 RETRY_AFTER_MAX = Network.rate_limit_wait_max  # the default cap; SEEDER_RATE_LIMIT_WAIT_MAX sets a run's
 
@@ -120,11 +121,12 @@ def classify(resp: Response, url: str, net: Network) -> None:
 
 
 def _repo_of(url: str, net: Network) -> str | None:
-    """The repo id in a hub ``<endpoint>/<repo>/resolve/<rev>/<path>`` URL."""
+    """The repo id in a hub ``<endpoint>/<repo>/resolve/<rev>/<path>`` URL (``org/name``, or a legacy ``name``)."""
     path, base = urlsplit(url).path, urlsplit(net.endpoint).path.rstrip("/")
-    if not path.startswith(base + "/") or "/resolve/" not in path:
+    if not path.startswith(base + "/"):
         return None
-    return path[len(base) + 1:].split("/resolve/", 1)[0] or None
+    m = _RESOLVE.match(path[len(base) + 1:])
+    return m.group(1) if m else None
 
 
 # -- one deadline per host -----------------------------------------------------------------------------------
