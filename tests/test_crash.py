@@ -15,9 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import blob, run_seeder, seeder_env, sha256, url_entry, write_manifest
+from tests.fakehub import DEFAULT_GITATTRIBUTES
 
-V1 = {"config.json": b'{"v": 1}', "model.safetensors": blob(400_000, seed=31), "gone.txt": b"v1 only"}
-V2 = {"config.json": b'{"v": 2}', "model.safetensors": blob(400_000, seed=32), "new.bin": blob(30_000, seed=33)}
+V1 = {".gitattributes": DEFAULT_GITATTRIBUTES, "config.json": b'{"v": 1}', "model.safetensors": blob(400_000, seed=31),
+      "gone.txt": b"v1 only"}
+V2 = {".gitattributes": DEFAULT_GITATTRIBUTES, "config.json": b'{"v": 2}', "model.safetensors": blob(400_000, seed=32),
+      "new.bin": blob(30_000, seed=33)}
 POINTS = ["downloaded", "before-rename:state.json", "recorded", "before-switch", "before-rename:complete"]
 
 

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 from tests.conftest import blob, file_sha256, run_seeder, seeder_env, sha256
+from tests.fakehub import DEFAULT_GITATTRIBUTES
 
 FILES = {f"shard-{i}.safetensors": blob(512 << 10, seed=100 + i) for i in range(6)}
 FILES["config.json"] = b'{"shards": 6}'
+FILES[".gitattributes"] = DEFAULT_GITATTRIBUTES  # the hub's, in every repo
 
 
 def _spawn(m: Path, target: Path, hub, *extra: str) -> subprocess.Popen:
