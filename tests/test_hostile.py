@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from seeder.spec import lock as lockfile
 from seeder.errors import LockError
-from tests.conftest import blob, run_seeder, sha256
+from tests.conftest import blob, file_sha256, run_seeder, sha256
 
 COMMIT = "c" * 40
 
@@ -202,7 +202,11 @@ def test_a_planted_model_link_is_replaced_not_written_through(hub, tmp_path):
     assert list(outside.iterdir()) == []
     assert (target / "m" / "w.safetensors").read_bytes() == data
     assert os.path.realpath(target / "m").startswith(str(target.resolve()))
-    assert sha256(data)
+    # what the target records is the file it really holds, under the digest the lock pinned
+    [locked] = [f for f in json.loads((tmp_path / "models.lock").read_text())["models"][0]["files"]
+                if f["path"] == "w.safetensors"]
+    recorded = json.loads((target / ".seeder" / "state.json").read_text())["models"]["m"]["files"]["w.safetensors"]
+    assert locked["sha256"] == recorded["sha256"] == file_sha256(target / "m" / "w.safetensors") == sha256(data)
 
 
 def test_a_planted_partial_file_symlink_is_not_written_through(tmp_path, hub):
