@@ -562,10 +562,11 @@ def test_jobs_bounds_the_files_transferred_at_once(jobs, expected, hub, tmp_path
     files = {f"f{i}.bin": blob(100_000, seed=60 + i) for i in range(6)}
     text = "".join(url_entry(name.split(".")[0], hub.add_file(name, data), data) + "\n" for name, data in files.items())
     m = write_manifest(tmp_path / "models.toml", text)
-    hub.throttle_bps = 400_000  # a quarter second per file: their transfers overlap
+    hub.throttle_bps = 200_000  # half a second per file: their transfers overlap, even on a busy machine
     run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), *(["--jobs", jobs] if jobs else []), hub=hub)
     assert run.code == 0, run
-    assert most_at_once([r for r in hub.requests if r.kind == "files"]) == expected
+    # Never more than the bound; and close to it (a worker would have to start half a second late to miss it).
+    assert min(expected, 3) <= most_at_once([r for r in hub.requests if r.kind == "files"]) <= expected
 
 
 def test_the_default_manifest_and_target_are_models_toml_and_models_in_the_working_directory(hub, tmp_path):
