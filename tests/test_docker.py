@@ -272,6 +272,12 @@ class Hub:
         return out
 
 
+def token_only_to_the_hub(log: list[dict]) -> bool:
+    """The token went with every request to the hub, and with none to the CDN it redirects to."""
+    hub = [r for r in log if r["server"] == "hub"]
+    return bool(hub) and all(r["auth"] for r in hub) and not any(r["auth"] for r in log if r["server"] == "cdn")
+
+
 @contextmanager
 def run_hub(image: str, data: Path, gateway: str, token: str | None = None, port: int | None = None):
     from testcontainers.core.container import DockerContainer
@@ -946,12 +952,13 @@ def test_token_reaches_the_hub_and_not_the_image(stack, hub_image, engine, model
         try:
             # Build secret. Without it the hub says no (and nothing is cached, so the next build really runs).
             denied = build(ctx, tag, *hub_args(gated), check=False)
-            assert denied.returncode != 0 and "gated or private" in denied.stdout + denied.stderr
+            said = denied.stdout + denied.stderr
+            assert denied.returncode != 0 and "is gated: accept its terms at" in said and "HF_TOKEN" in said
 
             gated.clear()
             built = build(ctx, tag, *hub_args(gated), "--secret", f"id=hf_token,src={token_file}")
             log = gated.log()
-            assert log and all(r["auth"] for r in log)  # every request carried the token...
+            assert token_only_to_the_hub(log)  # every request to the hub carried the token, none to the CDN...
             models.assert_fetched(gated.file_bytes(log), "private")  # ...and got the files
             assert token not in built.stdout + built.stderr  # seeder redacts it in the build log too
 
@@ -966,12 +973,14 @@ def test_token_reaches_the_hub_and_not_the_image(stack, hub_image, engine, model
         finally:
             docker("rmi", tag, check=False)
 
-        # Compose secret: HF_TOKEN_FILE reaches the seeder container as /run/secrets/hf_token.
+        # Compose secret: HF_TOKEN_FILE reaches the seeder container as /run/secrets/hf_token (which
+        # downloads here: its bundled copy is left out).
         gated.clear()
-        with stack.project(f"seedertest{sid}token", HF_ENDPOINT=gated.url, HF_TOKEN_FILE=str(token_file)) as c:
+        with stack.project(f"seedertest{sid}token", HF_ENDPOINT=gated.url, HF_TOKEN_FILE=str(token_file),
+                           TEST_SEEDER_CACHE="") as c:
             c("up", "-d", "--wait")
             log = gated.log()
-            assert log and all(r["auth"] for r in log)
+            assert token_only_to_the_hub(log)
             models.assert_fetched(gated.file_bytes(log), *stack.names)
             seeder = c.container("seeder")
             assert seeder["State"]["ExitCode"] == 0
