@@ -53,11 +53,8 @@ def _seed_while_the_first_url_expires(hub, m: Path, target: Path, ttl: float, **
     return err
 
 
-# seeder/fetch/parts.py decides whether a 403 came from the redirect target by the shared `effective` at the
-# time of the error, not by the URL the failed request used: when two parts meet the expired URL together,
-# the second sees it already reset and gives the whole download up (exit 3), in about a third of the runs.
-# Remove this mark once parts.py passes the URL it used (see the #15 report): the test is then always green.
-@pytest.mark.xfail(reason="parts.py: a second part meeting the expired URL gives up (#15)", strict=False)
+# Several parts meet the expired URL at about the same time: each must go back through the hub, none
+# may give the download up because another one already did.
 def test_parts_that_outlive_their_signed_url_get_a_new_one_through_the_hub(hub, tmp_path):
     m = _gated_repo(hub, tmp_path)
     hub.throttle_bps = 512 << 10  # 4 connections: 6 MiB in about 3 s, three times the URL's life

@@ -110,21 +110,23 @@ class PartedDownload:
                 while span.pos < span.end:  # a server may send less than a part: ask again for the rest
                     if self.stop.is_set():
                         raise _Stopped
+                    url = self.effective or self.origin
                     try:
-                        self._request(session, span)
+                        self._request(session, span, url)
                     except RemoteError as e:
-                        if self.effective is None:
+                        if url == self.origin:
                             raise
-                        # A signed redirect target may expire during a long download: go back through the origin.
-                        self.effective = None
+                        # A signed redirect target may expire during a long download: go back through the
+                        # origin. Several parts may meet the expiry at once; each one that used it does.
+                        if self.effective == url:
+                            self.effective = None
                         raise TransientError(str(e)) from None
 
     def _sleep(self, seconds: float) -> None:
         if self.stop.wait(seconds):
             raise _Stopped
 
-    def _request(self, session: AnySession, span: Span) -> None:
-        url = self.effective or self.origin
+    def _request(self, session: AnySession, span: Span, url: str) -> None:
         honour(url, self._sleep)  # another part was told to come back later: this one waits as long
         resp = self.client.request("GET", url, headers={"Range": f"bytes={span.pos}-{span.end - 1}"},
                                    session=session)
