@@ -4,6 +4,7 @@ and the next run finishes with no manual cleanup."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import select
 import signal
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import blob, run_seeder, seeder_env, sha256, url_entry, write_manifest
+from seeder.fetch.parts import READ, SAVE_EVERY
+from seeder.fetch.stream import NET_CHUNK
+from tests.conftest import blob, file_sha256, run_seeder, seeder_env, sha256, url_entry, write_manifest
 from tests.fakehub import DEFAULT_GITATTRIBUTES
 
 V1 = {".gitattributes": DEFAULT_GITATTRIBUTES, "config.json": b'{"v": 1}', "model.safetensors": blob(400_000, seed=31),
@@ -83,14 +86,30 @@ def test_sigkill_during_a_refresh(point, hub, tmp_path):
     assert len(list((tmp_path / "t" / ".seeder" / "versions" / "m").iterdir())) == 1
 
 
+def _covered(requests) -> list[list[int]]:
+    """The byte ranges the hub sent, merged."""
+    spans = []
+    for r in requests:
+        first = int(r.range.removeprefix("bytes=").split("-")[0]) if r.range else 0
+        spans.append([first, first + r.bytes_sent])
+    out: list[list[int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
 @pytest.mark.parametrize("connections", ["1", "4"], ids=["one-stream", "parts"])
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_the_downloads_at_once_and_the_next_run_resumes(sig, code, connections, hub, tmp_path):
-    data = blob(8_000_000, seed=41)
+    data = blob(16_000_000, seed=41)
     url = hub.add_file("big.bin", data)
     m = write_manifest(tmp_path / "models.toml", url_entry("x", url, data))
     args = ["-m", str(m), "-t", str(tmp_path / "t")]
-    hub.throttle_bps = 500_000  # per connection: the whole file would take seconds
+    hub.throttle_bps = 500_000  # per connection: the rest of the file takes many seconds
+    n = int(connections)
     env = seeder_env(hub.url, SEEDER_CONNECTIONS=connections, SEEDER_PART_SIZE=str(1 << 20),
                      SEEDER_MULTIPART_MIN=str(1 << 20))
     proc = subprocess.Popen([sys.executable, "-m", "seeder", *args, "--log-format", "json"], env=env,
@@ -99,17 +118,39 @@ def test_a_signal_stops_the_downloads_at_once_and_the_next_run_resumes(sig, code
     started, deadline = time.monotonic(), time.monotonic() + 30
     while (hub.body_bytes() < 1_000_000 or time.monotonic() - started < 1.5) and time.monotonic() < deadline:
         time.sleep(0.05)
+    arrived = hub.body_bytes()
     sent = time.monotonic()
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=120)
+    took = time.monotonic() - sent
     assert proc.returncode == code, err
-    assert time.monotonic() - sent < 2, "waited for the downloads in flight"
+    # At once: in a fraction of what the downloads in flight would take to finish, a margin a loaded machine keeps.
+    rest = (len(data) - arrived) / (hub.throttle_bps * n)
+    assert took < rest / 2, f"took {took:.1f} s after the signal; the downloads would have ended in {rest:.1f} s"
     assert "interrupted" in err and "Traceback" not in err
     assert not (tmp_path / "t" / "x").exists()
 
+    part = tmp_path / "t" / ".seeder" / "tmp" / f"sha256-{sha256(data)}.part"
+    sidecar = part.with_name(part.name + ".ranges")
+    kept = json.loads(sidecar.read_text())["done"] if n > 1 else [[0, part.stat().st_size]]
+    on_disk = sum(b - a for a, b in kept)
+    # What had arrived is on disk, but for the read each connection had in flight (and a moment's sending);
+    # parts also lose what came after the sidecar's last save: the process exits at once, without saving it.
+    in_flight = NET_CHUNK if n == 1 else READ + int(hub.throttle_bps * SAVE_EVERY)
+    assert on_disk > 0 and arrived - on_disk <= n * (in_flight + hub.throttle_bps // 4), (arrived, on_disk, kept)
+
     hub.throttle_bps = None
-    before = hub.body_bytes()
-    run = run_seeder(*args, hub=hub)
+    hub.clear_log()
+    run = run_seeder(*args, env=env)  # the same download path, so the same layout of the partial
     assert run.code == 0, run
-    assert (tmp_path / "t" / "x" / "big.bin").read_bytes() == data
-    assert hub.body_bytes() - before < len(data)  # resumed, not started over
+    assert file_sha256(tmp_path / "t" / "x" / "big.bin") == sha256(data)
+    gets = [r for r in hub.requests if r.method == "GET"]
+    if n == 1:
+        assert [r.range for r in gets] == [f"bytes={on_disk}-"]
+    else:
+        missing, pos = [], 0
+        for a, b in kept:
+            missing += [[pos, a]] if a > pos else []
+            pos = b
+        assert _covered(gets) == missing + ([[pos, len(data)]] if pos < len(data) else [])
+    assert hub.body_bytes() == len(data) - on_disk  # not a byte of what was on disk came again
