@@ -1,0 +1,116 @@
+"""``seeder.store.verify`` on real files: what ``seeder verify`` and an app's ``seeder.check()`` report for
+each kind of damage, fast (sizes) and full (digests). test_seed.py and test_lifecycle.py cover it through
+the CLI (written against the mutants tests/mutation found alive, issue #15)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from seeder.spec.lock import Lock, LockedFile, LockedModel
+from seeder.store.state import ModelRecord
+from seeder.store.verify import Problem, check, installed_lock, verify
+from tests.conftest import sha256
+from tests.test_publish_units import A, B, installed_target, locked_model
+
+
+def _kinds(problems: list[Problem]) -> list[tuple[str, str | None, str]]:
+    return [(p.model, p.path, p.kind) for p in problems]
+
+
+def test_an_intact_target_has_no_problem_fast_or_full(tmp_path: Path):
+    target, lock = installed_target(tmp_path / "t", locked_model())
+    assert verify(target, lock) == []
+    assert verify(target, lock, fast=True) == []
+    assert verify(target, lock, jobs=1) == []
+    assert check(target.root) == [] and check(target.root, fast=False) == []
+
+
+def test_a_missing_file(tmp_path: Path):
+    target, lock = installed_target(tmp_path / "t", locked_model())
+    target.visible("m", "w.bin").unlink()
+    assert _kinds(verify(target, lock)) == [("m", "w.bin", "missing")]
+    assert _kinds(verify(target, lock, fast=True)) == [("m", "w.bin", "missing")]
+
+
+def test_a_file_of_another_size(tmp_path: Path):
+    target, lock = installed_target(tmp_path / "t", locked_model())
+    target.visible("m", "w.bin").write_bytes(A + b"!")
+    problems = verify(target, lock, fast=True)
+    assert _kinds(problems) == [("m", "w.bin", "size")]
+    assert problems[0].detail == f"size {len(A) + 1}, expected {len(A)}"
+
+
+def test_same_size_wrong_bytes_only_a_full_check_sees(tmp_path: Path):
+    target, lock = installed_target(tmp_path / "t", locked_model())
+    target.visible("m", "w.bin").write_bytes(A.upper())
+    assert verify(target, lock, fast=True) == []
+    problems = verify(target, lock)
+    assert _kinds(problems) == [("m", "w.bin", "checksum")]
+    assert problems[0].detail == f"sha256 {sha256(A.upper())}, expected {sha256(A)}"
+    assert check(target.root) == []  # the app's start-up check is fast unless asked
+    assert _kinds(check(target.root, fast=False)) == [("m", "w.bin", "checksum")]
+
+
+def test_an_unreadable_file_of_the_right_size(tmp_path: Path):
+    target, _ = installed_target(tmp_path / "t", locked_model())
+    directory = target.visible("m", "dir.bin")
+    directory.mkdir()  # stat gives a size, open fails
+    model = LockedModel(name="m", fingerprint="f", kind="repo", repo="org/m", revision="main", commit="c" * 40,
+                        files=(LockedFile(path="dir.bin", size=directory.stat().st_size, sha256=sha256(b"")),))
+    state = {"m": ModelRecord(model=model, installed_at="x", files={})}
+    problems = [p for p in verify(target, Lock(models=(model,)), state=state) if p.kind != "stray"]
+    assert _kinds(problems) == [("m", "dir.bin", "missing")]
+    assert problems[0].detail.startswith("unreadable: ")
+    assert [p for p in verify(target, Lock(models=(model,)), state=state, fast=True) if p.kind != "stray"] == []
+
+
+def test_not_installed_and_stale(tmp_path: Path):
+    model = locked_model()
+    target, _ = installed_target(tmp_path / "t", model)
+    other = locked_model("other")
+    assert _kinds(verify(target, Lock(models=(other,)))) == [("other", None, "not-installed")]
+    newer = locked_model(a=A.upper())
+    problems = verify(target, Lock(models=(newer,)))
+    # A stale version is said once, and its files are still checked against the newer lock.
+    assert _kinds(problems) == [("m", None, "stale"), ("m", "w.bin", "checksum")]
+
+
+def test_a_recorded_model_whose_link_is_gone_is_not_installed(tmp_path: Path):
+    target, lock = installed_target(tmp_path / "t", locked_model())
+    target.visible("m").unlink()
+    assert _kinds(verify(target, lock)) == [("m", None, "not-installed")]
+
+
+def test_stray_files_and_links_are_named_in_order(tmp_path: Path):
+    target, lock = installed_target(tmp_path / "t", locked_model())
+    root = target.visible("m")
+    (root / "zz.txt").write_text("mine")
+    (root / "sub" / "aa.bin").write_text("mine")
+    os.symlink("w.bin", root / "link")
+    (root / "emptydir").mkdir()
+    assert _kinds(verify(target, lock, fast=True)) == [("m", "link", "stray"), ("m", "sub/aa.bin", "stray"),
+                                                       ("m", "zz.txt", "stray")]
+
+
+def test_problems_of_files_come_largest_first(tmp_path: Path):
+    target, lock = installed_target(tmp_path / "t", locked_model())
+    target.visible("m", "w.bin").unlink()
+    target.visible("m", "sub/c.json").unlink()
+    big, small = sorted(lock.models[0].files, key=lambda f: -f.size)
+    assert [p.path for p in verify(target, lock)] == [big.path, small.path]
+    assert [p.path for p in verify(target, lock, fast=True)] == [big.path, small.path]
+
+
+def test_check_of_an_empty_directory_says_nothing_is_installed(tmp_path: Path):
+    problems = check(tmp_path)
+    assert _kinds(problems) == [("*", None, "not-installed")]
+    assert str(tmp_path) in problems[0].detail
+
+
+def test_the_installed_lock_is_what_the_state_records(tmp_path: Path):
+    one, two = locked_model("one"), locked_model("two", b=B.upper())
+    target, lock = installed_target(tmp_path / "t", one, two)
+    assert installed_lock(target.read_state()) == lock
+    target.visible("two", "sub/c.json").unlink()
+    assert _kinds(check(target.root)) == [("two", "sub/c.json", "missing")]
