@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import blob, seeder_env
 
 TOKEN = "hf_RecognisableSecret_9f8e7d6c5b4a"
@@ -35,33 +37,41 @@ def _run(args: list[str], env: dict, prefix: list[str] = ()) -> subprocess.Compl
                           env=env, capture_output=True, text=True, timeout=120)
 
 
-def _channels(tmp_path: Path, hub):
+CHANNELS = ["env HF_TOKEN", "HF_TOKEN_FILE", "--token-file", "docker secret", "huggingface token file"]
+
+
+def _channel(name: str, tmp_path: Path, hub) -> tuple[dict, list[str], list[str]]:
+    """The environment, extra arguments and command prefix that hand the token over through ``name``."""
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    yield "env HF_TOKEN", seeder_env(hub.url, HF_TOKEN=TOKEN), [], []
-    yield "HF_TOKEN_FILE", seeder_env(hub.url, HF_TOKEN_FILE=str(token_file)), [], []
-    yield "--token-file", seeder_env(hub.url), ["--token-file", str(token_file)], []
-    if os.geteuid() == 0 and shutil.which("unshare"):
-        # The Docker secret path, in a private mount namespace so the host's /run is untouched.
-        script = (f"mkdir -p /run/secrets && mount -t tmpfs tmpfs /run/secrets && "
-                  f"cp {token_file} /run/secrets/hf_token && exec \"$@\"")
-        yield "docker secret", seeder_env(hub.url), [], ["unshare", "-m", "sh", "-c", script, "sh"]
+    if name == "env HF_TOKEN":
+        return seeder_env(hub.url, HF_TOKEN=TOKEN), [], []
+    if name == "HF_TOKEN_FILE":
+        return seeder_env(hub.url, HF_TOKEN_FILE=str(token_file)), [], []
+    if name == "--token-file":
+        return seeder_env(hub.url), ["--token-file", str(token_file)], []
+    if name == "huggingface token file":
+        (tmp_path / "hf").mkdir()
+        (tmp_path / "hf" / "token").write_text(TOKEN)
+        return seeder_env(hub.url, HF_HOME=str(tmp_path / "hf")), [], []
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("the Docker secret channel needs root and unshare(1) for a private /run/secrets")
+    # In a private mount namespace, so the host's /run is untouched.
+    script = (f"mkdir -p /run/secrets && mount -t tmpfs tmpfs /run/secrets && "
+              f"cp {token_file} /run/secrets/hf_token && exec \"$@\"")
+    return seeder_env(hub.url), [], ["unshare", "-m", "sh", "-c", script, "sh"]
 
 
-def test_every_channel_reaches_the_hub_only_and_leaks_nowhere(hub, tmp_path):
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_every_channel_reaches_the_hub_only_and_leaks_nowhere(channel, hub, tmp_path):
     m = _setup(hub, tmp_path)
-    seen = []
-    for i, (name, env, extra, prefix) in enumerate(_channels(tmp_path, hub)):
-        (tmp_path / "models.lock").unlink(missing_ok=True)
-        hub.clear_log()
-        proc = _run(["-m", str(m), "-t", str(tmp_path / f"t{i}"), *extra], env, prefix)
-        assert proc.returncode == 0, (name, proc.stderr)
-        resolves = [r for r in hub.requests if r.kind == "resolve"]
-        assert resolves and all(r.auth_value == f"Bearer {TOKEN}" for r in resolves), name
-        assert not any(r.auth for r in hub.requests if r.server == "cdn"), name
-        _assert_nowhere(tmp_path, proc.stdout, proc.stderr)
-        seen.append(name)
-    assert len(seen) >= 3
+    env, extra, prefix = _channel(channel, tmp_path, hub)
+    proc = _run(["-m", str(m), "-t", str(tmp_path / "t"), *extra], env, prefix)
+    assert proc.returncode == 0, proc.stderr
+    resolves = [r for r in hub.requests if r.kind == "resolve"]
+    assert resolves and all(r.auth_value == f"Bearer {TOKEN}" for r in resolves)
+    assert not any(r.auth for r in hub.requests if r.server == "cdn")
+    _assert_nowhere(tmp_path, proc.stdout, proc.stderr)
 
 
 def test_errors_and_help_never_print_the_token(hub, tmp_path):
