@@ -3,8 +3,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,31 @@ def hub():
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def other_fs(tmp_path: Path):
+    """A fresh directory on another filesystem than ``tmp_path``: under ``SEEDER_TEST_OTHER_FS`` (CI mounts a
+    tmpfs there), else under /dev/shm when that is one; skips without either."""
+    if base := os.environ.get("SEEDER_TEST_OTHER_FS"):
+        if not Path(base).is_dir() or Path(base).stat().st_dev == tmp_path.stat().st_dev:
+            pytest.fail(f"SEEDER_TEST_OTHER_FS={base} is not a directory on another filesystem than {tmp_path}")
+    elif Path("/dev/shm").is_dir() and Path("/dev/shm").stat().st_dev != tmp_path.stat().st_dev:
+        base = "/dev/shm"
+    else:
+        pytest.skip("needs a second filesystem: set SEEDER_TEST_OTHER_FS to a directory on one")
+    path = Path(tempfile.mkdtemp(prefix="seeder-test-", dir=base))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With SEEDER_REQUIRE_ALL=1 (CI), a skip is a failure: CI has root, mounts and a second filesystem, so a
+    test that skips there is a test that silently stopped running."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail") and os.environ.get("SEEDER_REQUIRE_ALL") == "1":
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"SEEDER_REQUIRE_ALL=1 but it skipped: {reason}"
