@@ -53,11 +53,14 @@ def test_size_on_disk(tmp_path: Path):
 @pytest.mark.parametrize("intervals, merged", [
     ([], []),
     ([(5, 5), (7, 3)], []),  # empty and backwards ranges hold nothing
+    ([(0, 0), (2, 5), (6, 6), (7, 9)], [[2, 5], [7, 9]]),  # ... and the ranges after them still count
     ([(5, 9), (0, 3)], [[0, 3], [5, 9]]),
     ([(0, 5), (5, 9)], [[0, 9]]),  # touching ranges are one
     ([(0, 5), (6, 9)], [[0, 5], [6, 9]]),
     ([(0, 10), (2, 5)], [[0, 10]]),  # a range inside another adds nothing
     ([(0, 4), (2, 8), (8, 9)], [[0, 9]]),
+    ([(0, 2), (4, 6), (5, 9)], [[0, 2], [4, 9]]),  # it is the last range that grows
+    ([(0, 10), (12, 15), (13, 14)], [[0, 10], [12, 15]]),
 ])
 def test_merge(intervals, merged):
     assert merge(intervals) == merged
@@ -229,6 +232,7 @@ def test_write_at_and_read_at(tmp_path: Path):
         buf = bytearray(4)
         assert read_at(fd, memoryview(buf), 11, part) == 4 and bytes(buf) == b"bcde"
         assert read_at(fd, memoryview(buf), 14, part) == 2 and bytes(buf[:2]) == b"ef"
+        assert read_at(fd, memoryview(buf), 15, part) == 1 and bytes(buf[:1]) == b"f"  # the last byte alone
         with pytest.raises(StorageError, match="shorter than expected"):
             read_at(fd, memoryview(buf), 16, part)
     finally:

@@ -222,6 +222,13 @@ def test_a_206_for_another_offset_without_retries_leaves_no_partial(server, part
     assert not part.exists()
 
 
+def test_a_206_to_a_request_without_range_is_refused_too(server, part):
+    server.replies.append(Reply(206, {"Content-Range": f"bytes 5-{len(DATA) - 1}/{len(DATA)}"}, DATA[5:]))
+    done, _ = _get(server, part)  # no partial yet: nothing to drop, and the retry asks for everything
+    assert server.ranges == [None, None]
+    assert done.fetched == len(DATA) and part.read_bytes() == DATA
+
+
 def test_a_server_error_is_retried(server, part):
     server.replies.append(Reply(503, body=b"busy"))
     done, _ = _get(server, part)
