@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import blob, run_seeder, seeder_env, sha256, url_entry, write_manifest
+from tests.fakehub import DEFAULT_GITATTRIBUTES
 
 pytestmark = pytest.mark.seaweed
 
@@ -23,7 +24,8 @@ CACHE = f"s3://{BUCKET}/team"
 
 def _files() -> dict[str, bytes]:
     return {"config.json": b'{"hidden_size": 8}', "tokenizer.json": blob(30_000, seed=70),
-            "model.safetensors": blob(3_000_000, seed=71)}
+            "model.safetensors": blob(3_000_000, seed=71),
+            ".gitattributes": DEFAULT_GITATTRIBUTES}  # the hub's, in every repo
 
 
 @pytest.fixture
@@ -81,7 +83,7 @@ def test_a_second_node_reads_the_bucket_and_the_layout_is_the_documented_one(mod
         kind, digest = key.split("/")[-2:]
         want = sha256(data) if kind == "sha256" else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
         assert digest == want, key
-    assert len(blobs) == 4 and not any(k.startswith("team/leases/") for k in _all_keys(seaweed))
+    assert len(blobs) == len(model_set["files"]) + 1 and not any(k.startswith("team/leases/") for k in _all_keys(seaweed))
 
     hub.clear_log()
     run = _seed(model_set, hub, seaweed, tmp_path, 2)
@@ -234,15 +236,16 @@ def test_cache_push_fills_a_bucket_for_offline_nodes_and_du_prune_work(model_set
     env = _env(hub, seaweed)
     run = run_seeder("cache", "push", "--cache", CACHE, "-t", str(target), env=env)
     assert run.code == 0, run
-    assert len(_blobs(seaweed)) == 4
+    files = len(model_set["files"]) + 1
+    assert len(_blobs(seaweed)) == files
     hub.clear_log()
     assert _seed(model_set, hub, seaweed, tmp_path, 1, "--offline").code == 0 and hub.requests == []
     du = run_seeder("cache", "du", "--cache", CACHE, env=env)
-    assert du.code == 0 and du.out.startswith("4 files"), du
+    assert du.code == 0 and du.out.startswith(f"{files} files"), du
     seaweed.client().put_object(Bucket=BUCKET, Key="team/blobs/sha256/" + "0" * 64, Body=b"unreferenced")
     run = run_seeder("cache", "prune", "--cache", CACHE, "-m", str(model_set["manifest"]), env=env)
     assert run.code == 0, run
-    assert len(_blobs(seaweed)) == 4 and f"team/blobs/sha256/{'0' * 64}" not in _blobs(seaweed)
+    assert len(_blobs(seaweed)) == files and f"team/blobs/sha256/{'0' * 64}" not in _blobs(seaweed)
 
 
 def test_credentials_and_signed_urls_never_appear_in_any_output(model_set, hub, seaweed, tmp_path):
