@@ -414,29 +414,24 @@ def test_real_all_minilm_files_end_to_end(hub, tmp_path):
     assert run_seeder("--verify", "-m", str(m), "-t", str(tmp_path / "t"), hub=hub).code == 0
 
 
-def test_cache_on_another_filesystem_is_copied_hashed_and_a_damaged_copy_refetched(hub, tmp_path):
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
-        pytest.skip("needs /dev/shm on another filesystem than the tests' temporary directory")
-    import tempfile
-
+def test_cache_on_another_filesystem_is_copied_hashed_and_a_damaged_copy_refetched(hub, tmp_path, other_fs):
     files = repo_files()
     hub.add_repo("org/emb", files)
     m = manifest(tmp_path / "models.toml", hub)
-    with tempfile.TemporaryDirectory(dir=shm) as cache:
-        assert run_seeder("-m", str(m), "-t", str(tmp_path / "a"), "--cache", cache, hub=hub).code == 0
-        blob_path = Path(cache) / "blobs" / f"sha256-{sha256(files['model.safetensors'])}"
-        damaged = bytearray(blob_path.read_bytes())
-        damaged[10] ^= 0xFF
-        blob_path.write_bytes(bytes(damaged))  # right size, wrong bytes
-        hub.clear_log()
-        run = run_seeder("-m", str(m), "-t", str(tmp_path / "b"), "--cache", cache, hub=hub)
-        assert run.code == 0, run
-        assert (tmp_path / "b" / "embedding" / "model.safetensors").read_bytes() == files["model.safetensors"]
-        assert hub.body_bytes() == len(files["model.safetensors"])  # only the damaged file came again
-        assert any(e["event"] == "cached copy damaged, downloading again" for e in run.events)
-        state = json.loads((tmp_path / "b" / ".seeder" / "state.json").read_text())
-        assert all(f["sha256"] for f in state["models"]["embedding"]["files"].values())
+    cache = str(other_fs)
+    assert run_seeder("-m", str(m), "-t", str(tmp_path / "a"), "--cache", cache, hub=hub).code == 0
+    blob_path = Path(cache) / "blobs" / f"sha256-{sha256(files['model.safetensors'])}"
+    damaged = bytearray(blob_path.read_bytes())
+    damaged[10] ^= 0xFF
+    blob_path.write_bytes(bytes(damaged))  # right size, wrong bytes
+    hub.clear_log()
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "b"), "--cache", cache, hub=hub)
+    assert run.code == 0, run
+    assert (tmp_path / "b" / "embedding" / "model.safetensors").read_bytes() == files["model.safetensors"]
+    assert hub.body_bytes() == len(files["model.safetensors"])  # only the damaged file came again
+    assert any(e["event"] == "cached copy damaged, downloading again" for e in run.events)
+    state = json.loads((tmp_path / "b" / ".seeder" / "state.json").read_text())
+    assert all(f["sha256"] for f in state["models"]["embedding"]["files"].values())
 
 
 def test_a_damaged_blob_in_a_cache_on_the_same_filesystem_is_never_installed(hub, tmp_path):
