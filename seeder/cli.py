@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt as e:
         code = TERMINATED if isinstance(e, Terminated) else INTERRUPTED
+        if parts := sys.modules.get("seeder.fetch.parts"):  # loaded only when something was downloading
+            parts.save_running()
         log.error("interrupted: what arrived is kept, and the next run resumes it", exit_code=code)
         # Exit now rather than wait for the transfers in flight: every partial on disk is consistent at
         # any instant (the SIGKILL tests hold it to that), so there is nothing to finish first.

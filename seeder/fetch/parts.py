@@ -40,6 +40,22 @@ FLUSH_EVERY = 0.1  # seconds between fdatasync calls that keep dirty pages (and 
 POLL = 0.05
 
 
+_RUNNING: set[PartedDownload] = set()  # what an interrupted run records before it exits
+_RUNNING_LOCK = threading.Lock()
+
+
+def save_running() -> None:
+    """Record what every download in progress has on disk. The CLI calls this on SIGINT/SIGTERM, then
+    exits without waiting for the threads, which would have saved it only every SAVE_EVERY seconds."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for d in running:
+        try:
+            save_ranges(d.part, d.file, d.plan.snapshot())
+        except (OSError, SeederError):
+            pass  # exiting anyway: the sidecar saved last is still true, only shorter
+
+
 class NoRanges(Exception):
     """The server does not honour ``Range`` (answers 200 with the whole body): use one stream."""
 
@@ -178,6 +194,8 @@ class PartedDownload:
 
     def run(self) -> Downloaded:
         self._prepare()
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
         self.threads: list[threading.Thread] = []
         self.flusher = threading.Thread(target=self._flush_loop, name="seeder-flush", daemon=True)
         ok = False
@@ -195,6 +213,8 @@ class PartedDownload:
             ok = True
             return Downloaded(sha256=sha256, fetched=self.fetched)
         finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(self)
             self.stop.set()
             for t in self.threads:
                 t.join()
