@@ -231,4 +231,5 @@ def test_parsers_edge_cases():
     assert rate_limit('"a";r=-1;t=2') == ("a", 2.0)
     assert rate_limit('"a";R=0;T=2') == ("a", 2.0)  # parameter names in any case
     assert rate_limit('"a";r=x;t=2') is None
+    assert rate_limit(', ;;, "a";r=0;t=2') == ("a", 2.0)  # items that are no item are passed over
     assert transient(503, {}, "m", Network(), None).limit is None

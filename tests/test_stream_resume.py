@@ -184,6 +184,14 @@ def test_a_complete_partial_with_wrong_bytes_is_a_mismatch_without_a_request(ser
     assert server.ranges == []
 
 
+def test_a_complete_one_byte_partial_is_hashed_without_a_request(server, tmp_path: Path):
+    one = LockedFile(path="b", size=1, sha256=sha256(DATA[:1]))
+    part = partial_path(tmp_path, one)
+    part.write_bytes(DATA[:1])
+    done, _ = _get(server, part, one)
+    assert (done.sha256, done.fetched) == (sha256(DATA[:1]), 0) and server.ranges == []
+
+
 def test_an_empty_file_is_fetched(server, tmp_path: Path):
     empty = LockedFile(path="e", size=0, sha256=sha256(b""))
     server.replies.append(Reply(200, body=b""))

@@ -47,7 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(b"ok")
 
-    do_GET = do_HEAD = _answer
+    do_GET = do_HEAD = do_POST = _answer
 
 
 class Origin(ThreadingHTTPServer):
@@ -149,6 +149,13 @@ def test_head_stays_head_across_redirects(code, method, origins):
     hub, _ = origins
     _fetch("http.client", Network(endpoint=hub.url), hub.go("/x", code), method=method)
     assert [m for m, _, _ in hub.seen] == [method, method]
+
+
+@pytest.mark.parametrize("code, after", [(303, "GET"), (302, "POST"), (307, "POST"), (308, "POST")])
+def test_only_a_303_turns_another_method_into_get(code, after, origins):
+    hub, _ = origins
+    _fetch("http.client", Network(endpoint=hub.url), hub.go("/x", code), method="POST")
+    assert [m for m, _, _ in hub.seen] == ["POST", after]
 
 
 def test_a_redirect_to_plain_http_elsewhere_is_refused_before_any_request(origins):

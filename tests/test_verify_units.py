@@ -5,6 +5,8 @@ the CLI (written against the mutants tests/mutation found alive, issue #15)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from seeder.spec.lock import Lock, LockedFile, LockedModel
@@ -74,6 +76,23 @@ def test_not_installed_and_stale(tmp_path: Path):
     problems = verify(target, Lock(models=(newer,)))
     # A stale version is said once, and its files are still checked against the newer lock.
     assert _kinds(problems) == [("m", None, "stale"), ("m", "w.bin", "checksum")]
+
+
+def test_a_model_not_installed_does_not_hide_the_next_ones_problems(tmp_path: Path):
+    model = locked_model()
+    target, _ = installed_target(tmp_path / "t", model)
+    target.visible("m", "w.bin").unlink()
+    problems = verify(target, Lock(models=(locked_model("absent"), model)))
+    assert _kinds(problems) == [("absent", None, "not-installed"), ("m", "w.bin", "missing")]
+
+
+def test_the_apps_fast_check_starts_no_thread_pool(tmp_path: Path):
+    # seeder.check() runs in an app's start-up: a stat per file, no pool, not even its import.
+    target, _ = installed_target(tmp_path / "t", locked_model())
+    code = ("import sys, seeder; assert seeder.check(sys.argv[1]) == []; "
+            "print('concurrent.futures' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(target.root)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_a_recorded_model_whose_link_is_gone_is_not_installed(tmp_path: Path):
