@@ -152,8 +152,8 @@ def test_other_errors_are_not_retried():
 
 def test_the_wait_is_the_servers_when_it_asks_for_more(events):
     net = Network(attempts=3, backoff_max=0.0)
-    assert _attempts(net, [TransientError("a", 1.5), TransientError("b")]) == (3, [1.5, 0.0])
-    assert [w["wait"] for w in events() if w["event"] == "retrying"] == [1.5, 0.0]
+    assert _attempts(net, [TransientError("a", 1.234), TransientError("b")]) == (3, [1.234, 0.0])
+    assert [w["wait"] for w in events() if w["event"] == "retrying"] == [1.23, 0.0]  # said to the 1/100 s
 
 
 def test_fields_are_evaluated_when_the_warning_is_written(events):
@@ -232,4 +232,6 @@ def test_parsers_edge_cases():
     assert rate_limit('"a";R=0;T=2') == ("a", 2.0)  # parameter names in any case
     assert rate_limit('"a";r=x;t=2') is None
     assert rate_limit(', ;;, "a";r=0;t=2') == ("a", 2.0)  # items that are no item are passed over
+    assert rate_limit('"x";r=0, "y";r=0;t=soon, "a";r=0;t=2') == ("a", 2.0)  # ... and items with no reset
+    assert rate_limit('"a";r=0;t=5, "b";r=0;t=5') == ("a", 5.0)  # a tie: the first named
     assert transient(503, {}, "m", Network(), None).limit is None
