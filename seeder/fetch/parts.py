@@ -51,7 +51,7 @@ def save_running() -> None:
         running = list(_RUNNING)
     for d in running:
         try:
-            save_ranges(d.part, d.file, d.plan.snapshot())
+            d.save()
         except (OSError, SeederError):
             pass  # exiting anyway: the sidecar saved last is still true, only shorter
 
@@ -78,6 +78,7 @@ class PartedDownload:
         self.fetched = 0
         self.errors: list[BaseException] = []
         self.fd = -1
+        self.saving = threading.Lock()
 
     def _prepare(self) -> None:
         part, file = self.part, self.file
@@ -190,6 +191,11 @@ class PartedDownload:
                 raise TransientError(f"connection closed at byte {span.pos} of part "
                                               f"{span.start}-{span.end - 1}")
 
+    def save(self) -> None:
+        # The coordinator and, on a signal, the main thread: one writer at a time through the sidecar's temp file.
+        with self.saving:
+            save_ranges(self.part, self.file, self.plan.snapshot())
+
     # -- coordination --
 
     def run(self) -> Downloaded:
@@ -225,7 +231,7 @@ class PartedDownload:
                 # Complete and verified: without a sidecar the partial reads as a finished plain prefix.
                 sidecar(self.part).unlink(missing_ok=True)
             elif self.part.exists():
-                save_ranges(self.part, self.file, self.plan.snapshot())
+                self.save()
 
     def _coordinate(self) -> Hasher:
         """Start connections once ranges work, hash the growing prefix, save the sidecar; until all arrived."""
@@ -252,7 +258,7 @@ class PartedDownload:
                 break
             now = time.monotonic()
             if now - last_save >= SAVE_EVERY:
-                save_ranges(self.part, self.file, self.plan.snapshot())
+                self.save()
                 last_save = now
         if self.errors:
             raise self._first_error()
