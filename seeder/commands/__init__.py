@@ -65,21 +65,26 @@ def _local_cache(value: str, target: str) -> Cache | Seeded:
     return Seeded(Path(value)) if is_seeded(Path(value)) else Cache(Path(value))
 
 
-def write_edit(manifest: Path, text: str, lock_path: Path, lock: Lock | None) -> None:
+def write_edit(manifest: Path, text: str, lock_path: Path, lock: Lock | None, *, adding: bool) -> None:
     """Write an edited manifest and its lock (None: leave the lock as it is), each atomically.
 
-    The lock goes first: a run killed between the two leaves the manifest as it was, so running the same
-    ``seeder add`` again works, and a lock entry the manifest does not list is dropped by the next
-    ``seeder``. When the manifest cannot be written, the lock is put back.
+    A lock entry the manifest does not list is harmless (the next ``seeder`` drops it), so that side is
+    written first: the lock when adding, the manifest when removing. A run killed between the two
+    leaves an edit that running the same command again completes. When the second write fails, the
+    first file is put back.
     """
-    old_lock = lock_path.read_bytes() if lock is not None and lock_path.exists() else None
-    if lock is not None:
-        write_atomic(lock_path, lock.dumps())
+    writes = [(manifest, text)] + ([(lock_path, lock.dumps())] if lock is not None else [])
+    if adding:
+        writes.reverse()
+    (first, first_text), rest = writes[0], writes[1:]
+    old = first.read_bytes() if first.exists() else None
+    write_atomic(first, first_text)
     try:
-        write_atomic(manifest, text)
+        for path, content in rest:
+            write_atomic(path, content)
     except StorageError:
-        if lock is not None and old_lock is None:
-            lock_path.unlink(missing_ok=True)
-        elif lock is not None:
-            write_atomic(lock_path, old_lock.decode("utf-8"))
+        if old is None:
+            first.unlink(missing_ok=True)
+        else:
+            write_atomic(first, old.decode("utf-8"))
         raise

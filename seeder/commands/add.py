@@ -154,7 +154,7 @@ def run(args, cfg, net) -> int:
     _show_globs(table)
     fresh = resolve(manifest, [name], net)
     lock = Lock(models=tuple(e for m in manifest.models if (e := fresh.get(m.name) or current.get(m.name))))
-    write_edit(path, new_text, lock_path, lock)
+    write_edit(path, new_text, lock_path, lock, adding=True)
     log.info("model added", model=name, path=str(path), lock=str(lock_path))
     _summary(fresh[name], path, lock_path)
     return OK

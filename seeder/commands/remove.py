@@ -26,7 +26,7 @@ def run(args, cfg, net) -> int:
     lock = None
     if current is not None and current.get(args.name) is not None:
         lock = Lock(models=tuple(m for m in current.models if m.name != args.name))
-    write_edit(path, new_text, lock_path, lock)
+    write_edit(path, new_text, lock_path, lock, adding=False)
     log.info("model removed", model=args.name, path=str(path))
     print(f"removed {args.name!r} from {path}{f' and {lock_path}' if lock is not None else ''}; "
           f"its files stay in the target until `seeder refresh` (which removes unlisted models)")

@@ -59,7 +59,9 @@ def append_model(text: str, table: dict, path: Path, note: str | None = None) ->
 def remove_model(text: str, name: str, path: Path) -> tuple[str, Manifest]:
     """``text`` without the ``[[models]]`` table named ``name`` (and the comment lines just above it)."""
     before = parse_text(text, path)
-    index = next(i for i, m in enumerate(before.models) if m.name == name)
+    index = next((i for i, m in enumerate(before.models) if m.name == name), None)
+    if index is None:  # the file changed since it was checked
+        raise ManifestError(path, f"has no model named {name!r} any more")
     wanted = before.models[:index] + before.models[index + 1:]
     new = _cut_block(text, index, len(before.models))
     if new is None or parse_text(new, path).models != wanted:
