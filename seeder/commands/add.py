@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .. import log
-from ..errors import OK, UsageError
+from ..errors import OK, RemoteError, UsageError
 from ..fmt import human_bytes
 from ..resolve import resolve
 from ..settings import Network
@@ -89,8 +89,8 @@ def table_for(args, kind: str, name: str) -> dict:
     return table
 
 
-def _defaults(table: dict, manifest: Manifest, net: Network) -> tuple[dict, str]:
-    """The table with the excludes serving needs, chosen from the repo's file list, and why."""
+def _defaults(table: dict, manifest: Manifest, net: Network) -> tuple[dict, str, str]:
+    """The table with the excludes serving needs, chosen from the repo's file list; why; at which commit."""
     spec = manifest.get(table["name"])
     everything = Manifest(manifest.path, (ModelSpec(spec.name, RepoSource(spec.source.repo, spec.source.revision)),))
     listing = resolve(everything, [spec.name], net)[spec.name]
@@ -103,7 +103,7 @@ def _defaults(table: dict, manifest: Manifest, net: Network) -> tuple[dict, str]
     print(f"{table['name']}: {table['repo']} has {len(listing.files)} files; {kept}, "
           "config and tokenizer files (--all-files takes every file)")
     note = f"seeder add: {kept}; {'other weight formats and ' if selection.format else ''}repo docs left out"
-    return table | {"exclude": list(selection.exclude)}, note
+    return table | {"exclude": list(selection.exclude)}, note, listing.commit
 
 
 def _show_globs(table: dict) -> None:
@@ -148,11 +148,15 @@ def run(args, cfg, net) -> int:
                          f"or `seeder remove {name}` first")
     table = table_for(args, kind, name)
     new_text, manifest = append_model(text, table, path)  # every check a manifest gets, before any request
+    chosen_at = None
     if kind == "repo" and not args.include and not args.exclude and not args.all_files:
-        table, note = _defaults(table, manifest, net)
+        table, note, chosen_at = _defaults(table, manifest, net)
         new_text, manifest = append_model(text, table, path, note)
     _show_globs(table)
     fresh = resolve(manifest, [name], net)
+    if chosen_at is not None and fresh[name].commit != chosen_at:
+        raise RemoteError(f"{table['repo']}@{table.get('revision', 'main')} moved while its files were chosen "
+                          f"({chosen_at[:12]} -> {fresh[name].commit[:12]}); run seeder add again")
     lock = Lock(models=tuple(e for m in manifest.models if (e := fresh.get(m.name) or current.get(m.name))))
     write_edit(path, new_text, lock_path, lock, adding=True)
     log.info("model added", model=name, path=str(path), lock=str(lock_path))
