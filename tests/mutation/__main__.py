@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     chosen = [m for m in modules if not args.modules or m.name in args.modules]
 
-    workdir = args.workdir.resolve()
+    workdir = args.workdir.resolve() / ("list" if args.list else "")  # counting never disturbs a run
     tree, originals = workdir / "tree", workdir / "originals"
     workdir.mkdir(parents=True, exist_ok=True)
     if not (args.resume and tree.exists()):
@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(chosen: list[Module], results: dict[str, Outcome], equivalent: list[dict], workdir: Path) -> int:
-    lines = ["| module | mutants | killed | survived | explained | unexplained | incompetent | minutes |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| module | mutants | killed | by timeout | survived | explained | unexplained | incompetent | minutes |",
+             "|---|---|---|---|---|---|---|---|---|"]
     unexplained, survivors = [], []
     for m in chosen:
         o = results[m.name]
@@ -298,7 +298,7 @@ def report(chosen: list[Module], results: dict[str, Outcome], equivalent: list[d
         unexplained += bad
         survivors += o.survived
         total = o.killed + len(o.survived) + o.incompetent
-        lines.append(f"| {m.path} | {total} | {o.killed} | {len(o.survived)} | {len(ok)} | {len(bad)} | "
+        lines.append(f"| {m.path} | {total} | {o.killed} | {o.timeouts} | {len(o.survived)} | {len(ok)} | {len(bad)} | "
                      f"{o.incompetent} | {o.seconds / 60:.1f} |")
     text = "\n".join(lines)
     print("\n" + text)
