@@ -17,15 +17,18 @@ def _served(hub) -> int:
 
 
 @contextmanager
-def read_only(path: Path):
-    """Like an image layer: nothing may be written there, not even by root."""
-    if os.geteuid() != 0 or subprocess.run(["mount", "--bind", "-o", "ro", str(path), str(path)],
-                                           capture_output=True).returncode:
-        pytest.skip("needs root and bind mounts to make a read-only directory")
+def mounted(path: Path, *how: str):
+    if os.geteuid() != 0 or subprocess.run(["mount", *how, str(path)], capture_output=True).returncode:
+        pytest.skip("needs root to mount")
     try:
         yield path
     finally:
         subprocess.run(["umount", str(path)], check=True)
+
+
+def read_only(path: Path):
+    """Like an image layer: nothing may be written there, not even by root."""
+    return mounted(path, "--bind", "-o", "ro", str(path))
 
 
 def _bundle(hub, tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
@@ -42,10 +45,9 @@ def test_a_target_fills_from_a_bundle_without_the_network(hub, tmp_path):
     bundle, data = _bundle(hub, tmp_path)
     target = tmp_path / "volume"
     with read_only(bundle):
-        run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(target), "--cache", str(bundle),
-                         "--offline", hub=hub)
+        run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(target), "--cache", str(bundle), hub=hub)
     assert run.code == 0, run
-    assert hub.requests == []
+    assert hub.requests == []  # the origin is there, and not asked
     for name, d in data.items():
         assert file_sha256(target / name / f"{name}.bin") == sha256(d)
     assert run_seeder("verify", "-m", str(tmp_path / "models.toml"), "-t", str(target), hub=hub).code == 0
@@ -71,7 +73,9 @@ def test_a_damaged_bundled_file_is_never_installed(hub, tmp_path):
     with read_only(bundle):
         run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(target), "--cache", str(bundle), hub=hub)
     assert run.code == 0, run
-    assert any(e.get("event") == "bundled copy damaged, ignoring it" for e in run.events), run.err
+    damaged = [e for e in run.events if e["level"] == "warning"]
+    assert [(e["event"], e["cache"], e["file"]) for e in damaged] == [
+        ("cached copy damaged, downloading again", str(bundle), "a.bin")], run.err
     assert file_sha256(target / "a" / "a.bin") == sha256(data["a"])
     assert _served(hub) == len(data["a"])  # the damaged one came from the origin, the other from the bundle
     assert victim.read_bytes() == b"X" * len(data["a"])  # the bundle is never changed
@@ -85,3 +89,24 @@ def test_cache_commands_leave_a_bundle_alone(hub, tmp_path):
     assert run.code == 0, run
     assert [e["cache"] for e in run.events if e["event"].startswith("skipped")] == [str(bundle)]
     assert sorted(p.relative_to(bundle) for p in bundle.rglob("*")) == before
+
+
+def test_a_seeded_target_on_the_same_filesystem_is_copied_not_linked(hub, tmp_path):
+    bundle, data = _bundle(hub, tmp_path)
+    target = tmp_path / "volume"
+    assert run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(target), "--cache", str(bundle), hub=hub).code == 0
+    assert hub.requests == []
+    for name in data:
+        mine, theirs = target / name / f"{name}.bin", bundle / name / f"{name}.bin"
+        assert mine.read_bytes() == theirs.read_bytes() and not os.path.samefile(mine, theirs)
+
+
+def test_no_room_for_the_copies_is_said_before_a_byte_is_written(hub, tmp_path):
+    bundle, data = _bundle(hub, tmp_path)
+    target = tmp_path / "small"
+    target.mkdir()
+    with mounted(target, "-t", "tmpfs", "-o", "size=512k", "seeder-small"):
+        run = run_seeder("-m", str(tmp_path / "models.toml"), "-t", str(target), "--cache", str(bundle), hub=hub)
+        assert run.code == 4 and f"not enough space in {target}: need 683.6 KiB" in run.err, run
+        assert not any(p.is_file() for p in (target / ".seeder" / "versions").rglob("*"))
+    assert hub.requests == []

@@ -36,7 +36,7 @@ class Chain:
         self.owner = owner  # the Installer: links, counts and sha256s go through it
         self.locals = [c for c in caches if isinstance(c, (Cache, Seeded))]
         self.remotes = [c for c in caches if isinstance(c, S3Cache)]
-        self.primary = next((c for c in caches if isinstance(c, Cache)), None)  # a bundle is never written
+        self.primary = next((c for c in caches if isinstance(c, Cache)), None)  # a seeded target is never written
         self.net = net or Network(offline=True)
         self.parts = parts
         self.single_flight = True
@@ -47,7 +47,10 @@ class Chain:
     # -- what is where --
 
     def local_has(self, file: LockedFile) -> bool:
-        return any(c.has(file) for c in self.locals)
+        return self.local_source(file) is not None
+
+    def local_source(self, file: LockedFile) -> Cache | Seeded | None:
+        return next((c for c in self.locals if c.has(file)), None)
 
     def remote_has(self, file: LockedFile) -> bool:
         for cache in self._usable():
@@ -95,9 +98,12 @@ class Chain:
         # A blob this run did not just verify is hashed on its way in: a cache is shared, and its name
         # alone proves nothing about its bytes.
         try:
-            self.owner.record_sha256(model, file, self.owner.link_or_copy(cache.blob(file), final, file, trusted))
+            # Another target's files are copied: a hardlink would let a write to either change both.
+            self.owner.record_sha256(model, file, self.owner.link_or_copy(cache.blob(file), final, file, trusted,
+                                                                          link=not isinstance(cache, Seeded)))
         except ContentMismatch as e:
-            log.warning("cached copy damaged, downloading again", model=model.name, file=file.path, error=str(e))
+            log.warning("cached copy damaged, downloading again", model=model.name, file=file.path, error=str(e),
+                        cache=str(cache.root))
             cache.discard(file)
             return False
         if not trusted:

@@ -15,8 +15,9 @@ from ..integrity import ContentMismatch, Hasher, hash_file
 from ..settings import Network, Parts
 from ..spec.lock import Lock, LockedFile, LockedModel
 from ..store import Cache, Target
-from ..store.fs import copy_hashed, regular_or_absent, same_file, stamp, storage_error
+from ..store.fs import copy_hashed, regular_or_absent, same_device, same_file, stamp, storage_error
 from ..store.s3 import S3Cache
+from ..store.seeded import Seeded
 from .summary import Summary
 from .chain import Chain
 
@@ -57,12 +58,13 @@ class Installer:
         index = self._index_installed()
         todo = [(m, f, index.get(f.digest)) for m in lock.models for f in m.files]
         self.summary.models = [m.name for m in lock.models]
-        missing = [(m, f) for m, f, have in todo if have is None and not self.chain.local_has(f)]
+        absent = [(m, f) for m, f, have in todo if have is None]
+        missing = [(m, f) for m, f in absent if not self.chain.local_has(f)]
         if missing and self.chain.net.offline:
             if absent := [(m, f) for m, f in missing if not self.chain.remote_has(f)]:
                 names = ", ".join(f"{m.name}/{f.path}" for m, f in absent)
                 raise RemoteError(f"offline and not in the target or any cache: {names}")
-        self._check_space(missing)
+        self._check_space(missing, [f for m, f in absent if (m, f) not in missing])
         errors, failed = self._run_all(todo, sum(f.size for m, f in missing))
         self.published = [m for m in lock.models if m.name not in failed]
         for model in self.published:
@@ -99,17 +101,25 @@ class Installer:
             progress.close()
         return errors, failed
 
-    def _check_space(self, missing: list[tuple[LockedModel, LockedFile]]) -> None:
-        need = 0
+    def _check_space(self, missing: list[tuple[LockedModel, LockedFile]], cached: list[LockedFile]) -> None:
+        """Room for the downloads where they land, and for every copy the target gets from another
+        filesystem (a cache there, models bundled in an image): checked before a byte is written."""
+        landing = self.chain.primary or self.target
+        need = {landing.root: [landing, 0]}
         for model, file in missing:
             part = self.chain.part_path(file)
-            have = part.stat().st_size if part.exists() else 0
-            need += max(0, file.size - have)
-        landing = self.chain.primary or self.target
-        free = landing.free_bytes()
-        if need > free:
-            raise StorageError(f"not enough space in {landing.root}: need {human_bytes(need)}, {human_bytes(free)} "
-                               f"free (short by {human_bytes(need - free)})")
+            need[landing.root][1] += max(0, file.size - (part.stat().st_size if part.exists() else 0))
+        copies = [f.size for m, f in missing] if not same_device(landing.root, self.target.root) else []
+        for file in cached:
+            source = self.chain.local_source(file)
+            if isinstance(source, Seeded) or not same_device(source.root, self.target.root):
+                copies.append(file.size)
+        need.setdefault(self.target.root, [self.target, 0])[1] += sum(copies)
+        for store, bytes_needed in need.values():
+            free = store.free_bytes()
+            if bytes_needed > free:
+                raise StorageError(f"not enough space in {store.root}: need {human_bytes(bytes_needed)}, "
+                                   f"{human_bytes(free)} free (short by {human_bytes(bytes_needed - free)})")
 
     # -- placing one file --
 
@@ -163,19 +173,19 @@ class Installer:
         with self._mutex:
             return self._per_digest.setdefault(file.digest, threading.Lock())
 
-    def link_or_copy(self, source: Path, final: Path, file: LockedFile, trusted: bool = True) -> str | None:
-        """Install ``source`` at ``final``: a hardlink or a copy hashed on the way. A hardlink of a
-        ``trusted`` source (verified by this run, or stamped in this target) is not hashed again.
-        Returns the sha256 when it was computed."""
+    def link_or_copy(self, source: Path, final: Path, file: LockedFile, trusted: bool = True,
+                     link: bool = True) -> str | None:
+        """Install ``source`` at ``final``: a hardlink (unless ``link`` is False) or a copy hashed on the
+        way. A hardlink of a ``trusted`` source (verified by this run, or stamped in this target) is not
+        hashed again. Returns the sha256 when it was computed."""
         tmp = self.target.tmp / f"{file.digest}.{threading.get_ident()}.link"
         tmp.unlink(missing_ok=True)
         sha256 = None
         try:
-            try:
-                os.link(source, tmp)
+            if link and _hardlinked(source, tmp):
                 if not trusted or file.sha256 is None:  # hashed through the link: the bytes installed
                     sha256 = hash_file(tmp, file).check()
-            except OSError:
+            else:
                 hasher = Hasher(file)
                 with open(source, "rb") as src:
                     copy_hashed(src, tmp, hasher)
@@ -227,3 +237,11 @@ class Installer:
             time.sleep(grace)
         for model in old:
             self.target.prune_versions(model)
+
+
+def _hardlinked(source: Path, link: Path) -> bool:
+    try:
+        os.link(source, link)
+        return True
+    except OSError:  # another filesystem, or one without hardlinks: copy instead
+        return False

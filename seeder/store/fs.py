@@ -125,6 +125,14 @@ def stamp(path: Path) -> Stamp | None:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
+def same_device(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are on one filesystem (a hardlink can join them); False if either is unreadable."""
+    try:
+        return os.stat(a).st_dev == os.stat(b).st_dev
+    except OSError:
+        return False
+
+
 def same_file(a: Path, b: Path) -> bool:
     try:
         return a.samefile(b)

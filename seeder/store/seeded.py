@@ -1,17 +1,15 @@
 """Another seeded target, read as a cache: models bundled in an image, or a colleague's ``./models``.
 
 Given as ``--cache DIR`` where DIR is a seeder target (it has ``.seeder/state.json``). Its files are
-found by content address through that state, so a renamed model still matches; they are hashed on
-their way into the target like any cached blob, and nothing is ever written to the bundle (an image
-layer is read-only, and another target is not ours to change).
+found by content address through that state, so a renamed model still matches; they are copied into
+the target and hashed on the way like any cached blob, and nothing is ever written to the seeded
+target (an image layer is read-only, and another target is not ours to change).
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
-from .. import log
 from ..spec.lock import LockedFile
 from .fs import stamp
 from .target import Target
@@ -43,10 +41,6 @@ class Seeded:
     def blob(self, file: LockedFile) -> Path:
         return self._paths()[file.digest]
 
-    def exclusive(self, digest: str):
-        return nullcontext()  # nobody writes a bundle
-
     def discard(self, file: LockedFile) -> None:
-        """A damaged file is only forgotten: the bundle is read-only (and the next source is tried)."""
-        log.warning("bundled copy damaged, ignoring it", cache=str(self.root), file=file.path)
+        """A damaged file is only forgotten (the next source is tried): the seeded target is not ours."""
         self._paths().pop(file.digest, None)
