@@ -185,6 +185,9 @@ def test_adopt_prefix_that_cannot_cut_the_partial_is_a_storage_error(tmp_path: P
     ("bytes 0/100", (None, 0, None)),
     ("bytes x-1/2", (None, 0, None)),
     ("bytes 0-1/2/3", (None, 0, None)),
+    ("bytes 5--1/100", (None, 0, None)),  # int() alone would read last = -1
+    ("bytes +1-2/3", (None, 0, None)),
+    ("bytes 1_0-20/30", (None, 0, None)),
     ("bytes", (None, 0, None)),
     ("", (None, 0, None)),
     (None, (None, 0, None)),

@@ -182,8 +182,19 @@ def test_check_inside_refuses_a_planted_symlink_out(where, tmp_path: Path):
     assert list(outside.iterdir()) == []
 
 
+@pytest.mark.parametrize("how", ["dangling link", "dotdot not yet made"])
+def test_check_inside_refuses_what_would_lead_out_once_created(how, tmp_path: Path):
+    target, _ = installed_target(tmp_path / "t", locked_model())
+    if how == "dangling link":
+        os.symlink(tmp_path / "outside" / "not-yet", target.versions / "evil")
+        path = target.versions / "evil" / "v" / "file.bin"
+    else:
+        path = target.versions / "new" / ".." / ".." / ".." / "escaped" / "file.bin"
+    with pytest.raises(StorageError, match="resolves outside"):
+        target.check_inside(path)
+
+
 def test_check_inside_refuses_a_path_that_only_exists_outside(tmp_path: Path):
-    # Nothing of it exists: the walk up ends at the filesystem root, which is outside.
     target = Target(tmp_path / "t")
     target.ensure()
     with pytest.raises(StorageError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from ..spec.lock import LockedFile
 
 SIDECAR_SUFFIX = ".ranges"
 SIDECAR_VERSION = 1
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)  # digits only: int() would take signs, "_"
 
 
 @dataclass(frozen=True)
@@ -133,15 +135,10 @@ def adopt_prefix(part: Path, file: LockedFile) -> int:
 
 def content_range(value: str | None) -> tuple[int | None, int, int | None]:
     """``bytes first-last/total`` -> (first, last, total or None); (None, 0, None) if unusable."""
-    try:
-        unit, rest = (value or "").split(None, 1)
-        span, total = rest.split("/", 1)
-        first, last = span.split("-", 1)
-        if unit.lower() != "bytes":
-            raise ValueError
-        return int(first), int(last), None if total.strip() == "*" else int(total)
-    except ValueError:
+    m = _CONTENT_RANGE.fullmatch((value or "").strip())
+    if not m:
         return None, 0, None
+    return int(m[1]), int(m[2]), None if m[3] == "*" else int(m[3])
 
 
 def open_partial(part: Path) -> int:

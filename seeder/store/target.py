@@ -90,10 +90,8 @@ class Target:
 
     def check_inside(self, path: Path) -> None:
         """A symlink planted in the state directory must not send writes outside the target."""
-        existing = path
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent  # check before creating anything beneath a planted link
-        real, base = os.path.realpath(existing), os.path.realpath(self.versions)
+        # realpath follows a dangling link and folds '..' in parts not created yet: checked before creating.
+        real, base = os.path.realpath(path), os.path.realpath(self.versions)
         if os.path.commonpath([real, base]) != base:
             raise StorageError(f"{path} resolves outside {self.root} (a planted symlink?); refusing to write")
 
