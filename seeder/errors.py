@@ -75,6 +75,9 @@ class RateLimited:
     """Who answered: every request to its host waits out the same deadline. None: the hub API client's call."""
     bucket: str | None
     """The hub's name for the limit (``api``, ``resolvers``), from the ``RateLimit`` header."""
+    asked: str | None = None
+    """The URL asked, when a redirect led elsewhere: its host waits too, or the next request to it would
+    be sent straight back to the host that is out of breath."""
 
 
 class TransientError(Exception):
@@ -117,3 +120,11 @@ def hub_refusal(headers, repo: str | None, endpoint: str, token: bool) -> str | 
     if said.startswith("Invalid credentials"):
         return f"the hub at {endpoint} rejected HF_TOKEN: invalid credentials"
     return None
+
+
+def hub_refused(status: int, where: str, token: bool) -> str:
+    """A 401/403 from the hub that names no reason: what to check, depending on whether a token was sent."""
+    if token:
+        return (f"the hub refused access to {where} (HTTP {status}): check that HF_TOKEN may read it "
+                "and, for a gated model, that its account accepted the terms")
+    return f"the hub refused access to {where} (HTTP {status}): a gated or private repo needs HF_TOKEN"

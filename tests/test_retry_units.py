@@ -54,7 +54,7 @@ def test_transient_statuses_are_retryable_and_carry_the_wait(status):
 def test_a_rate_limit_names_who_answered_after_redirects():
     with pytest.raises(TransientError) as e:
         _classify(429, f"{HUB}/org/m/resolve/main/x", answered="https://cdn.example/x")
-    assert e.value.limit == RateLimited("https://cdn.example/x", None)
+    assert e.value.limit == RateLimited("https://cdn.example/x", None, f"{HUB}/org/m/resolve/main/x")
     with pytest.raises(TransientError) as e:
         _classify(429, f"{HUB}/org/m/resolve/main/x", answered="")  # no final URL known: the one asked
     assert e.value.limit == RateLimited(f"{HUB}/org/m/resolve/main/x", None)
@@ -77,8 +77,11 @@ def test_the_hubs_refusal_is_read_from_its_error_code():
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_a_hub_refusal_without_a_code_suggests_the_token(status):
-    with pytest.raises(RemoteError, match=f"HTTP {status} for {HUB}/org/m/resolve/main/x: gated or private"):
+    with pytest.raises(RemoteError, match=f"access to {HUB}/org/m/resolve/main/x \\(HTTP {status}\\): a gated or "
+                                          "private repo needs HF_TOKEN$"):
         _classify(status, f"{HUB}/org/m/resolve/main/x")
+    with pytest.raises(RemoteError, match="check that HF_TOKEN may read it"):
+        _classify(status, f"{HUB}/org/m/resolve/main/x", token="t")
 
 
 def test_a_hub_404_without_a_code_is_not_found():
@@ -164,8 +167,9 @@ def test_fields_are_evaluated_when_the_warning_is_written(events):
 
 
 def test_a_rate_limit_is_announced_once_per_wait_with_the_bucket_and_the_hint(events):
-    net = Network(endpoint=HUB, attempts=3, backoff_max=0.0)
-    url = f"{HUB}/org/m/resolve/main/{time.monotonic()}"  # a path of its own; the deadline is per host
+    hub = f"https://hub{time.monotonic_ns()}.example"  # a host no earlier test waits on: the deadline is per host
+    net = Network(endpoint=hub, attempts=3, backoff_max=0.0)
+    url = f"{hub}/org/m/resolve/main/x"
     limited = TransientError("HTTP 429", 0.2, limit=RateLimited(url, "resolvers"))
     _attempts(net, [limited])
     (warning,) = [w for w in events() if w["event"] == "retrying"]
@@ -174,6 +178,16 @@ def test_a_rate_limit_is_announced_once_per_wait_with_the_bucket_and_the_hint(ev
     # Another part rate-limited by the same host while the wait runs: it waits too, and says nothing.
     _attempts(net, [TransientError("HTTP 429", 0.1, limit=RateLimited(url, "resolvers"))])
     assert [w for w in events() if w["event"] == "retrying"] == []
+
+
+def test_a_rate_limit_answered_after_a_redirect_holds_both_hosts(events):
+    net = Network(endpoint=HUB, attempts=2, backoff_max=0.0)
+    n = time.monotonic_ns()  # hosts no earlier test is waiting on
+    asked, answered = f"https://hub{n}.example/org/m/resolve/main/x", f"https://cdn{n}.example/x"
+    _attempts(net, [TransientError("HTTP 429", 0.3, limit=RateLimited(answered, None, asked))])
+    # The next request to the hub would be sent straight back to the CDN that is out of breath.
+    assert 0 < not_before(asked) <= 0.3 and 0 < not_before(answered) <= 0.3
+    assert len([w for w in events() if w["event"] == "retrying"]) == 1
 
 
 def test_no_token_hint_off_the_hub_or_with_a_token(events):

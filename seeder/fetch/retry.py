@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from .. import log
-from ..errors import RateLimited, RemoteError, TransientError, hub_refusal
+from ..errors import RateLimited, RemoteError, TransientError, hub_refusal, hub_refused
 from ..settings import Network
 from .transport import Response, safe
 
@@ -74,14 +74,15 @@ def rate_limit(value: str | None) -> tuple[str, float] | None:
 
 
 def transient(status: int, headers: Mapping[str, str], message: str, net: Network,
-              url: str | None) -> TransientError:
+              url: str | None, requested: str | None = None) -> TransientError:
     """The retryable error for a transient ``status``: with the wait the server asked for, capped at
-    ``net.rate_limit_wait_max``, and, for a rate limit, the bucket that ran out (``url``: who answered)."""
+    ``net.rate_limit_wait_max``, and, for a rate limit, the bucket that ran out (``url``: who answered;
+    ``requested``: the URL asked for, when a redirect led to ``url``)."""
     limit = rate_limit(headers.get("RateLimit"))
     asked = retry_after(headers.get("Retry-After"), net.rate_limit_wait_max)
     if asked is None and limit is not None:
         asked = min(limit[1], net.rate_limit_wait_max)
-    limited = RateLimited(url, limit[0] if limit else None) if status == 429 or limit else None
+    limited = RateLimited(url, limit[0] if limit else None, requested) if status == 429 or limit else None
     return TransientError(message, asked, limit=limited)
 
 
@@ -104,14 +105,14 @@ def classify(resp: Response, url: str, net: Network) -> None:
     answered = resp.url or url  # after redirects: a CDN's refusal is not the hub's
     where = safe(answered)
     if is_transient(status):
-        raise transient(status, resp.headers, f"HTTP {status} from {where}", net, answered)
+        raise transient(status, resp.headers, f"HTTP {status} from {where}", net, answered,
+                        url if answered != url else None)
     if status in (401, 403, 404) and net.is_hub(answered):
         why = hub_refusal(resp.headers, _repo_of(answered, net), net.endpoint, bool(net.token))
         if why:
             raise RemoteError(why)
         if status != 404:
-            raise RemoteError(f"HTTP {status} for {where}: gated or private: set HF_TOKEN "
-                              "(and accept the model's terms)")
+            raise RemoteError(hub_refused(status, where, bool(net.token)))
     if status in (401, 403):  # the hub's advice means nothing to another server
         signed = "; a signed URL may have expired" if urlsplit(answered).query else ""
         raise RemoteError(f"HTTP {status} for {where}: the server refused access{signed}")
@@ -181,8 +182,9 @@ def retrying(net: Network, what: str, model: str, path: str | None = None,
         extra = {k: v() if callable(v) else v for k, v in fields.items()}
         limit: RateLimited | None = getattr(exc, "limit", None)
         if limit is not None:
-            if limit.url is not None and not hold(limit.url, state.upcoming_sleep):
-                return  # another part of this download announced this wait already
+            started = [hold(u, state.upcoming_sleep) for u in (limit.url, limit.asked) if u is not None]
+            if started and not any(started):
+                return  # another request to this host announced this wait already
             on_hub = limit.url is None or net.is_hub(limit.url)
             extra.update(rate_limited=True, bucket=limit.bucket, hint=TOKEN_HINT if on_hub and not net.token else None)
         log.warning("retrying", what=what, model=model, file=path, attempt=state.attempt_number,

@@ -13,7 +13,7 @@ import re
 from urllib.parse import quote
 
 from .. import log
-from ..errors import ManifestError, RemoteError, TransientError, hub_refusal, tls_failure
+from ..errors import ManifestError, RemoteError, TransientError, hub_refusal, hub_refused, tls_failure
 from ..fetch.retry import is_transient, retrying, transient
 from ..fetch.transport import Client, tls_context
 from ..settings import Network
@@ -111,14 +111,13 @@ def _http_error(e, model: str, src, net: Network) -> Exception:
     status = e.response.status_code if e.response is not None else 0
     headers = e.response.headers if e.response is not None else {}
     if isinstance(e, hf.RevisionNotFoundError):
-        return RemoteError(f"{model}: revision not found: {where} (a private repo needs HF_TOKEN)")
+        return RemoteError(f"{model}: revision not found: {where} (check the branch, tag or commit)")
     if isinstance(e, hf.RepositoryNotFoundError) and not headers.get("X-Error-Code"):
         headers = {"X-Error-Code": "RepoNotFound"}  # huggingface_hub's reading of a bare 401: missing or private
     if why := hub_refusal(headers, src.repo, net.endpoint, bool(net.token)):
         return RemoteError(f"{model}: {why}")
     if status in (401, 403):
-        return RemoteError(f"{model}: the hub refused access to {where} (HTTP {status}): set HF_TOKEN, or check "
-                           "what it may read")
+        return RemoteError(f"{model}: {hub_refused(status, where, bool(net.token))}")
     if is_transient(status):
         return transient(status, headers, f"hub answered HTTP {status}", net, None)
     return RemoteError(f"{model}: hub answered HTTP {status} for {where}")
