@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import blob, run_seeder, seeder_env, sha256, write_manifest
 
 TOKEN = "hf_CdnTeStToKeN0123456789abcdef"

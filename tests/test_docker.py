@@ -70,6 +70,27 @@ def docker_test(fn):
 # ==================================================================================================
 
 
+def _stages(dockerfile: Path) -> dict[str, list[str]]:
+    """Each named stage's instructions, comments and blank lines left out."""
+    stages, name = {}, None
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("FROM "):
+            name = line.split(" AS ")[-1].strip() if " AS " in line else None
+            stages[name] = []
+        if name and line.strip() and not line.lstrip().startswith("#"):
+            stages[name].append(line)
+    return stages
+
+
+def test_both_dockerfiles_build_the_models_the_same_way():
+    """What makes `docker compose up --build` download once and store the model layer once: the stages up
+    to and including the models are the same instructions in both files."""
+    app, seeder = _stages(ROOT / "Dockerfile"), _stages(ROOT / "Dockerfile.seeder")
+    for stage in ("build", "models", "bundle"):
+        assert app[stage] == seeder[stage], stage
+    assert "FROM bundle AS app" in app["app"][0] and "FROM bundle AS bundled" in seeder["bundled"][0]
+
+
 def test_safetensors_header_of_the_real_minilm():
     facts = read_safetensors(d.minilm_dir() / "model.safetensors")
     assert facts["tensors"] == d.MINILM_TENSORS

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from seeder.spec import lock as lockfile
-from tests.conftest import blob, run_seeder, seeder_env, url_entry, write_manifest
+from tests.conftest import blob, run_seeder, url_entry, write_manifest
 
 READER = r"""
 import json, os, sys, threading

@@ -70,7 +70,7 @@ def test_a_file_changed_since_install_makes_the_target_incomplete(tmp_path: Path
     target, lock = installed_target(tmp_path / "t", model)
     path = target.visible("m", "w.bin")
     st = path.stat()
-    path.write_bytes(b"WEIGHTS v1")  # same size; and the same mtime, put back: the inode is the same too
+    path.write_bytes(b"WEIGHTS v1")  # same size, same inode: only the mtime tells, and by a nanosecond
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
     assert not target.is_complete(lock)
 
