@@ -43,7 +43,7 @@ def target_of(cfg: Settings) -> Target:
     return Target(Path(cfg.target))
 
 
-def caches_of(cfg: Settings) -> list[Cache | S3Cache]:
+def caches_of(cfg: Settings) -> list[Cache | Seeded | S3Cache]:
     """The --cache chain, in lookup order."""
     return [_s3_cache(c, cfg) if c.startswith("s3://") else _local_cache(c, cfg.target) for c in cfg.caches]
 

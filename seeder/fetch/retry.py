@@ -32,7 +32,7 @@ _ITEM = re.compile(r'\s*(?:"([^"]*)"|([A-Za-z0-9_.*-]+))((?:\s*;\s*[A-Za-z0-9_-]
 _PARAM = re.compile(r';\s*([A-Za-z0-9_-]+)\s*=\s*"?([^;,"]*)"?')
 _RESOLVE = re.compile(r"([^/]+/[^/]+|[^/]+)/resolve/")  # org/name first: a repo may be called "resolve"
 TOKEN_HINT = "an HF_TOKEN raises the hub's rate limits"
-RETRY_AFTER_MAX = Network.rate_limit_wait_max  # the default cap; SEEDER_RATE_LIMIT_WAIT_MAX sets a run's
+RETRY_AFTER_MAX = Network.rate_limit_wait_max  # the default cap; a run passes its SEEDER_RATE_LIMIT_WAIT_MAX
 
 
 def retry_after(value: str | None, cap: float = RETRY_AFTER_MAX) -> float | None:
