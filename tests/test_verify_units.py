@@ -113,7 +113,8 @@ def test_stray_files_and_links_are_named_in_order(tmp_path: Path):
 
 
 def test_problems_of_files_come_largest_first(tmp_path: Path):
-    target, lock = installed_target(tmp_path / "t", locked_model())
+    # The lock lists w.bin first; sub/c.json is locked larger, so only sorting puts it first.
+    target, lock = installed_target(tmp_path / "t", locked_model(b=B * 3))
     target.visible("m", "w.bin").unlink()
     target.visible("m", "sub/c.json").unlink()
     big, small = sorted(lock.models[0].files, key=lambda f: -f.size)
