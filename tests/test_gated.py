@@ -139,3 +139,19 @@ def test_the_repo_is_read_off_a_resolve_url():
     assert _repo_of("https://mirror.example/hf/org/m/resolve/main/f", mirror) == "org/m"
     assert _repo_of("https://mirror.example/org/m/resolve/main/f", mirror) is None
     assert _repo_of("https://hub.example/api/models/org/m", hub) is None
+
+
+def test_a_refused_model_stops_asking_for_its_other_files(hub, tmp_path):
+    """One refusal says it all: the model's other files are not asked for, each to be refused in turn."""
+    hub.token = TOKEN
+    files = {f"shard-{i}.json": b'{"i": %d}' % i for i in range(12)}
+    hub.add_repo("org/g", files, gated=True)
+    m = write_manifest(tmp_path / "models.toml", '[[models]]\nname = "m"\nrepo = "org/g"\ninclude = ["shard-*"]\n')
+    assert run_seeder("lock", "-m", str(m), hub=hub).code == 0
+    hub.clear_log()
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), "--jobs", "2", hub=hub)
+    _refused(run, f"m/shard-0.json: {gated(hub, 'org/g')}")
+    resolves = [r for r in hub.requests if r.kind == "resolve"]
+    # The two in flight, and what those two workers took up before the refusal was read: not the dozen.
+    assert 1 <= len(resolves) <= 4, [r.path for r in resolves]
+    assert len([e for e in run.events if e["level"] == "error"]) == len(resolves), run.err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path
 
 from .. import failpoints, log
@@ -83,6 +83,16 @@ class Installer:
             for future, model in futures.items():
                 try:
                     future.result()
+                except CancelledError:
+                    continue
+                except RemoteError as e:
+                    # The origin refused or lacks this model (gated, gone, unreachable): its other files would
+                    # only ask again, one refusal and one error line each, against the hub's rate limit.
+                    errors.append(e)
+                    failed.add(model.name)
+                    for other, m in futures.items():
+                        if m is model:
+                            other.cancel()
                 except SeederError as e:
                     errors.append(e)
                     failed.add(model.name)
