@@ -58,13 +58,13 @@ class Installer:
         index = self._index_installed()
         todo = [(m, f, index.get(f.digest)) for m in lock.models for f in m.files]
         self.summary.models = [m.name for m in lock.models]
-        absent = [(m, f) for m, f, have in todo if have is None]
-        missing = [(m, f) for m, f in absent if not self.chain.local_has(f)]
+        absent = [(m, f, self.chain.local_source(f)) for m, f, have in todo if have is None]
+        missing = [(m, f) for m, f, source in absent if source is None]
         if missing and self.chain.net.offline:
-            if absent := [(m, f) for m, f in missing if not self.chain.remote_has(f)]:
-                names = ", ".join(f"{m.name}/{f.path}" for m, f in absent)
+            if unreachable := [(m, f) for m, f in missing if not self.chain.remote_has(f)]:
+                names = ", ".join(f"{m.name}/{f.path}" for m, f in unreachable)
                 raise RemoteError(f"offline and not in the target or any cache: {names}")
-        self._check_space(missing, [f for m, f in absent if (m, f) not in missing])
+        self._check_space(missing, [(f, source) for m, f, source in absent if source is not None])
         errors, failed = self._run_all(todo, sum(f.size for m, f in missing))
         self.published = [m for m in lock.models if m.name not in failed]
         for model in self.published:
@@ -111,19 +111,21 @@ class Installer:
             progress.close()
         return errors, failed
 
-    def _check_space(self, missing: list[tuple[LockedModel, LockedFile]], cached: list[LockedFile]) -> None:
+    def _check_space(self, missing: list[tuple[LockedModel, LockedFile]],
+                     cached: list[tuple[LockedFile, Cache | Seeded]]) -> None:
         """Room for the downloads where they land, and for every copy the target gets from another
         filesystem (a cache there, models bundled in an image): checked before a byte is written."""
+        from ..fetch.partial import size_on_disk
+
         landing = self.chain.primary or self.target
         need = {landing.root: [landing, 0]}
         for model, file in missing:
-            part = self.chain.part_path(file)
-            need[landing.root][1] += max(0, file.size - (part.stat().st_size if part.exists() else 0))
-        copies = [f.size for m, f in missing] if not same_device(landing.root, self.target.root) else []
-        for file in cached:
-            source = self.chain.local_source(file)
-            if isinstance(source, Seeded) or not same_device(source.root, self.target.root):
-                copies.append(file.size)
+            need[landing.root][1] += max(0, file.size - size_on_disk(self.chain.part_path(file)))
+        copied: dict[Path, bool] = {}  # per source root: does the target get copies (not hardlinks) from it?
+        for root in {landing.root, *(source.root for _, source in cached)}:
+            copied[root] = not same_device(root, self.target.root)
+        copies = [f.size for m, f in missing] if copied[landing.root] else []
+        copies += [f.size for f, source in cached if isinstance(source, Seeded) or copied[source.root]]
         need.setdefault(self.target.root, [self.target, 0])[1] += sum(copies)
         for store, bytes_needed in need.values():
             free = store.free_bytes()

@@ -212,7 +212,6 @@ class S3Cache:
     def _body(self, holder: str) -> bytes:
         return json.dumps({"holder": holder, "renewed": time.time(), "seconds": self.lease_seconds}).encode()
 
-
     def disable(self, error: Exception) -> None:
         """Stop using this cache for the run, with one warning."""
         with self._client_mutex:
