@@ -96,35 +96,3 @@ def tls_failure(where: str, exc: BaseException) -> str:
     reason = str(exc).split("] ", 1)[-1][:200]
     return (f"TLS verification failed for {where}: {reason} "
             "(set SEEDER_CA_BUNDLE to your CA bundle if a proxy re-signs traffic)")
-
-
-def hub_refusal(headers, repo: str | None, endpoint: str, token: bool) -> str | None:
-    """One line on why the hub refused a repo, read from its ``X-Error-Code``, not the status: the hub
-    answers 401 for a missing repo as for a private or gated one, so as not to tell which exist.
-    ``headers``: any case-insensitive mapping; None when the answer carries no code we know."""
-    code, said = headers.get("X-Error-Code"), headers.get("X-Error-Message") or ""
-    name = repo or "the repo"
-    page = f"{endpoint}/{repo}" if repo else endpoint
-    if code == "GatedRepo":
-        if token:
-            return (f"{name} is gated and HF_TOKEN has no access to it: accept its terms at {page} "
-                    "(HF_TOKEN must belong to an account that accepted them)")
-        return (f"{name} is gated: accept its terms at {page} and set HF_TOKEN "
-                "(it must belong to an account that accepted them)")
-    if said.startswith("Access to this resource is disabled"):
-        return f"{name} has been disabled on {endpoint}"
-    if code == "RepoNotFound":
-        if token:
-            return f"{name} not found on {endpoint}: it does not exist, or it is private and HF_TOKEN cannot read it"
-        return f"{name} not found on {endpoint}: it does not exist, or it is private and needs HF_TOKEN"
-    if said.startswith("Invalid credentials"):
-        return f"the hub at {endpoint} rejected HF_TOKEN: invalid credentials"
-    return None
-
-
-def hub_refused(status: int, where: str, token: bool) -> str:
-    """A 401/403 from the hub that names no reason: what to check, depending on whether a token was sent."""
-    if token:
-        return (f"the hub refused access to {where} (HTTP {status}): check that HF_TOKEN may read it "
-                "and, for a gated model, that its account accepted the terms")
-    return f"the hub refused access to {where} (HTTP {status}): a gated or private repo needs HF_TOKEN"

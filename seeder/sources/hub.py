@@ -13,8 +13,8 @@ import re
 from urllib.parse import quote
 
 from .. import log
-from ..errors import ManifestError, RemoteError, TransientError, hub_refusal, hub_refused, tls_failure
-from ..fetch.retry import is_transient, retrying, transient
+from ..errors import ManifestError, RemoteError, TransientError, tls_failure
+from ..fetch.retry import hub_refusal, hub_refused, is_transient, retrying, transient
 from ..fetch.transport import Client, tls_context
 from ..settings import Network
 from ..spec.lock import LockedFile, LockedModel
