@@ -40,7 +40,7 @@ class Chain:
         self.net = net or Network(offline=True)
         self.parts = parts
         self.single_flight = True
-        self._clients: dict[str, object] = {}
+        self._clients: dict[Network, object] = {}  # one per set of settings: origins that share them share connections
         self._placed: dict[str, Path] = {}  # digest -> where this run put it (no local cache)
         self._mutex = threading.Lock()
 
@@ -189,20 +189,20 @@ class Chain:
         endpoint the user configured."""
         from ..sources.s3 import network
 
-        return self._client(cache.url, network(self.net))
+        return self._client(network(self.net))
 
     def _origin_client(self, model: LockedModel):
         from ..sources import network
 
-        return self._client(f"origin:{model.kind}", network(model, self.net))
+        return self._client(network(model, self.net))
 
-    def _client(self, key: str, net: Network):
+    def _client(self, net: Network):
         from ..fetch.transport import Client
 
         with self._mutex:
-            if key not in self._clients:
-                self._clients[key] = Client(net, self.parts)
-            return self._clients[key]
+            if net not in self._clients:
+                self._clients[net] = Client(net, self.parts)
+            return self._clients[net]
 
     # -- single flight --
 
