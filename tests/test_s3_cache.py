@@ -74,6 +74,8 @@ def test_a_second_node_reads_the_bucket_and_the_layout_is_the_documented_one(mod
     run = _seed(model_set, hub, seaweed, tmp_path, 1)
     assert run.code == 0, run
     assert hub.body_bytes() == model_set["total"]
+    uploaded = [e for e in run.events if e["event"] == "uploaded to remote cache"]
+    assert len(uploaded) == 5 and all(e.get("model") in ("emb", "llm") for e in uploaded), uploaded  # as every event
     blobs = _blobs(seaweed)
     # blobs/sha256/<hex> holds exactly those bytes; small hub files pinned by git blob id by their oid
     big = model_set["files"]["model.safetensors"]
@@ -161,10 +163,14 @@ def test_wrong_bytes_in_the_bucket_are_never_installed_and_get_replaced(model_se
 
 
 def test_an_unreachable_endpoint_is_one_warning_and_the_origin_serves(model_set, hub, seaweed, tmp_path):
-    env = _env(hub, seaweed) | {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # nothing listens there
+    # nothing listens there; an outage is waited out for half a lease: 2 s here
+    env = _env(hub, seaweed) | {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "SEEDER_LEASE_SECONDS": "4"}
     run = run_seeder("-m", str(model_set["manifest"]), *_node(1, tmp_path), env=env)
     assert run.code == 0, run
-    assert [w["event"] for w in _warnings(run)] == ["remote cache unavailable; continuing without it"]
+    assert [w["event"] for w in _warnings(run)] == [
+        "remote cache unavailable; continuing without it if it is not back soon"]
+    assert "connection refused by 127.0.0.1:9" in _warnings(run)[0]["error"]  # the cause, and where
+    assert any(e["event"] == "gave up on the remote cache for this run" for e in run.events)
     assert hub.body_bytes() == model_set["total"] and _verify(model_set, tmp_path, 1) == 0
 
 

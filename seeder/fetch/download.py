@@ -20,14 +20,15 @@ from .transport import Client, give_up_on, safe
 
 
 def download(client: Client, urls: list[str], part: Path, file: LockedFile, progress: log.FileProgress,
-             model: str, tries: int = 2) -> Downloaded:
+             model: str, tries: int = 2, sticky: bool = True) -> Downloaded:
     """Fill ``part`` with ``file``'s bytes from the first URL that works; resume what is there.
 
     ``tries``: downloads from scratch after a mismatch (a cache passes 1: its bad blob is not worth a
-    second read when the origin is next)."""
+    second read when the origin is next); ``sticky``: a host that refused the connection is skipped for
+    the rest of the run (a cache passes False: its circuit decides when to ask again)."""
     for attempt in range(1, tries + 1):
         try:
-            return _any(client, urls, part, file, progress, model)
+            return _any(client, urls, part, file, progress, model, sticky)
         except ContentMismatch as e:
             discard(part)
             if attempt == tries:
@@ -36,7 +37,8 @@ def download(client: Client, urls: list[str], part: Path, file: LockedFile, prog
     raise AssertionError("unreachable")
 
 
-def _any(client: Client, urls: list[str], part: Path, file: LockedFile, progress, model: str) -> Downloaded:
+def _any(client: Client, urls: list[str], part: Path, file: LockedFile, progress, model: str,
+         sticky: bool) -> Downloaded:
     last: RemoteError | None = None
     for url in urls:
         try:
@@ -49,7 +51,7 @@ def _any(client: Client, urls: list[str], part: Path, file: LockedFile, progress
             return stream.download(client, url, part, file, progress, model)
         except TransientError as e:
             last = RemoteError(f"{model}/{file.path}: {e} (gave up after {client.net.attempts} attempts)")
-            if e.unreachable:
+            if e.unreachable and sticky:
                 give_up_on(url, str(e))
         except RemoteError as e:
             last = RemoteError(f"{model}/{file.path}: {e}")

@@ -197,11 +197,12 @@ def honour(url: str, sleep: Callable[[float], None] = time.sleep) -> None:
 # -- the policy ---------------------------------------------------------------------------------------------
 
 def retrying(net: Network, what: str, model: str, path: str | None = None,
-             sleep: Callable[[float], None] = time.sleep, **fields: object) -> Retrying:
+             sleep: Callable[[float], None] = time.sleep, quiet: bool = False, **fields: object) -> Retrying:
     """Attempts of one operation: ``for attempt in retrying(...): with attempt: ...``.
 
     ``sleep`` lets a caller cut a wait short (a Range part stops when another part failed); ``fields``
-    go into the retry warning, a callable evaluated at the time (a part's offset moves between attempts).
+    go into the retry warning, a callable evaluated at the time (a part's offset moves between attempts);
+    ``quiet`` logs the retries at info (a favour such as an upload to a cache warns once, when it gives up).
     """
     from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
@@ -219,7 +220,7 @@ def retrying(net: Network, what: str, model: str, path: str | None = None,
                 return  # another request to this host announced this wait already
             on_hub = limit.url is None or net.is_hub(limit.url)
             extra.update(rate_limited=True, bucket=limit.bucket, hint=TOKEN_HINT if on_hub and not net.token else None)
-        log.warning("retrying", what=what, model=model, file=path, attempt=state.attempt_number,
+        (log.info if quiet else log.warning)("retrying", what=what, model=model, file=path, attempt=state.attempt_number,
                     error=str(exc), wait=round(state.upcoming_sleep, 2), **extra)
 
     return Retrying(retry=retry_if_exception_type(TransientError), stop=stop_after_attempt(net.attempts),

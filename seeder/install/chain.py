@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from .. import failpoints, log
@@ -25,10 +23,8 @@ from ..spec.lock import LockedFile, LockedModel
 from ..store import Cache
 from ..store.seeded import Seeded
 from ..store.fs import regular_or_absent, storage_error
-from ..store.s3 import CacheUnavailable, Lease, NoConditionalWrites, S3Cache
-
-LEASE_WAIT_MAX = 3600.0  # seconds a node waits for another one's download before fetching itself
-_FOLLOWED = object()
+from ..store.s3 import CacheBusy, CacheUnavailable, Lease, S3Cache
+from .flight import FOLLOWED, Flight
 
 
 class Chain:
@@ -39,7 +35,7 @@ class Chain:
         self.primary = next((c for c in caches if isinstance(c, Cache)), None)  # a seeded target is never written
         self.net = net or Network(offline=True)
         self.parts = parts
-        self.single_flight = True
+        self.flight = Flight(self)
         self._clients: dict[Network, object] = {}  # one per set of settings: origins that share them share connections
         self._placed: dict[str, Path] = {}  # digest -> where this run put it (no local cache)
         self._mutex = threading.Lock()
@@ -53,21 +49,20 @@ class Chain:
         return next((c for c in self.locals if c.has(file)), None)
 
     def remote_has(self, file: LockedFile) -> bool:
-        for cache in self._usable():
-            try:
-                if cache.exists(file):
-                    return True
-            except CacheUnavailable as e:
-                cache.disable(e)
+        for cache in self.remotes:
+            while cache.circuit.wait():
+                try:
+                    if cache.head(file) is not None:
+                        return True
+                    break
+                except CacheUnavailable as e:
+                    cache.trouble(e)
         return False
 
     def part_path(self, file: LockedFile) -> Path:
         from ..fetch.partial import partial_path
 
         return partial_path(self.primary.tmp if self.primary else self.owner.target.tmp, file)
-
-    def _usable(self) -> list[S3Cache]:
-        return [c for c in self.remotes if c.usable]
 
     # -- one file --
 
@@ -112,42 +107,50 @@ class Chain:
 
     def _fill(self, model: LockedModel, file: LockedFile, dest: Path, progress) -> None:
         """Put verified bytes at ``dest``: from a remote cache, else from the origin."""
-        bad: list[S3Cache] = []
-        for cache in self._usable():
-            try:
-                if cache.exists(file) and self._from_remote(cache, model, file, dest, progress, bad):
-                    return
-            except CacheUnavailable as e:
-                cache.disable(e)
+        bad: dict[S3Cache, str] = {}  # a bucket -> the ETag of the wrong blob it holds for this file
+        for cache in self.remotes:
+            if self.read_remote(cache, model, file, dest, progress, bad):
+                return
         if self.net.offline:
             raise RemoteError(f"offline and not in the target or any cache: {model.name}/{file.path}")
         self._from_origin(model, file, dest, progress, bad)
 
-    def _from_remote(self, cache: S3Cache, model, file, dest: Path, progress, bad: list[S3Cache]) -> bool:
+    def read_remote(self, cache: S3Cache, model, file, dest: Path, progress, bad: dict[S3Cache, str]) -> bool:
+        """Whether ``file`` came from ``cache``, waiting out an outage its circuit still waits for. A blob
+        known to be wrong is not read again, and one read wrong is noted in ``bad``."""
+        while cache.circuit.wait():
+            try:
+                etag = cache.head(file)
+                if etag is None or bad.get(cache) == etag:
+                    return False
+                return self._from_remote(cache, model, file, dest, progress, bad, etag)
+            except CacheUnavailable as e:
+                cache.trouble(e)
+        return False
+
+    def _from_remote(self, cache: S3Cache, model, file, dest: Path, progress, bad: dict[S3Cache, str],
+                     etag: str) -> bool:
         try:
             result = self._download(self._client_for(cache), [cache.presigned(file)], model, file, dest, progress,
-                                    tries=1)
+                                    tries=1, sticky=False)
         except IntegrityError as e:
             log.warning("remote cache holds wrong bytes; trying the next source", cache=cache.url, model=model.name,
                         file=file.path, error=str(e))
-            bad.append(cache)
+            bad[cache] = etag
             return False
-        except RemoteError as e:
-            cache.disable(e)
-            return False
+        except RemoteError as e:  # what was read stays in the partial, for the next try to resume
+            raise CacheBusy(f"{cache.url}: {e}") from None
         self.owner.count(from_cache=result.fetched, reused=file.size - result.fetched)
         log.info("from remote cache", cache=cache.url, model=model.name, file=file.path, bytes=result.fetched)
         return True
 
-    def _from_origin(self, model, file, dest: Path, progress, bad: list[S3Cache]) -> None:
-        writable = [c for c in self._usable() if c.write]
-        lease = None
-        if writable and self.single_flight:
-            lease = self._lead_or_follow(writable[0], model, file, dest, progress, bad)
-            if lease is _FOLLOWED:
-                return
+    def _from_origin(self, model, file, dest: Path, progress, bad: dict[S3Cache, str]) -> None:
+        leader = self.flight.bucket()
+        lease = self.flight.lead_or_follow(leader, model, file, dest, progress, bad) if leader else None
+        if lease is FOLLOWED:
+            return
         try:
-            with self._renewing(writable[0] if writable else None, lease):
+            with self.flight.renewing(leader, lease):
                 from ..sources import file_urls
 
                 log.info("downloading", model=model.name, file=file.path, bytes=file.size)
@@ -155,18 +158,19 @@ class Chain:
                                         dest, progress)
                 self.owner.count(downloaded=result.fetched, reused=file.size - result.fetched)
                 log.info("downloaded", model=model.name, file=file.path, bytes=result.fetched)
-                self._upload(writable, file, dest, result.sha256, bad)
+                self._upload(model, file, dest, result.sha256, bad, lease and (leader, lease))
         finally:
             if lease:
-                writable[0].release(lease)
+                leader.release(lease)
 
-    def _download(self, client, urls: list[str], model, file, dest: Path, progress, tries: int = 2):
+    def _download(self, client, urls: list[str], model, file, dest: Path, progress, tries: int = 2,
+                  sticky: bool = True):
         from ..fetch.download import download
 
         part = self.part_path(file)
         regular_or_absent(part)
         result = download(client, urls, part, file, progress.file(model.name, file.path, file.size), model.name,
-                          tries)
+                          tries, sticky=sticky)
         failpoints.hit("downloaded")
         try:
             os.replace(part, dest)
@@ -175,21 +179,50 @@ class Chain:
         self.owner.record_sha256(model, file, result.sha256)
         return result
 
-    def _upload(self, writable: list[S3Cache], file: LockedFile, path: Path, sha256: str, bad: list[S3Cache]) -> None:
-        for cache in writable:
+    def _upload(self, model, file: LockedFile, path: Path, sha256: str, bad: dict[S3Cache, str],
+                held: tuple[S3Cache, Lease] | None) -> None:
+        """A favour to the other nodes: a bucket that is down, refuses or stays busy costs a warning."""
+        from ..fetch.retry import retrying
+
+        for cache in self.remotes:
+            # A bucket given up on, or read only, is neither leased nor written.
+            if not cache.write or not cache.circuit.wait():
+                continue
+            own: Lease | None = None
             try:
-                if cache in bad or not cache.exists(file):
-                    cache.upload(path, file, sha256)
-                    log.info("uploaded to remote cache", cache=cache.url, file=file.path, bytes=file.size)
+                etag = cache.head(file)
+                if etag is not None and bad.get(cache) != etag:
+                    continue  # another node's copy arrived meanwhile
+                if held is None or held[0] is not cache:
+                    # Nodes that fetched without a lease (the bucket was down then) would all upload at once.
+                    go, own = self.flight.lease_for_upload(cache, file)
+                    if not go:
+                        continue
+                try:
+                    for attempt in retrying(self.net, "upload to the remote cache", model.name, file.path,
+                                            quiet=True, cache=cache.url):
+                        with attempt:
+                            cache.upload(path, file, sha256)
+                except CacheBusy as e:  # busy through every retry: not worth more writes this run
+                    cache.read_only(e, "uploads to the remote cache keep failing; reading only")
+                    continue
+                log.info("uploaded to remote cache", cache=cache.url, model=model.name, file=file.path,
+                         bytes=file.size)
             except CacheUnavailable as e:
-                cache.read_only(e)
+                cache.trouble(e)
+            finally:
+                if own is not None:
+                    cache.release(own)
 
     def _client_for(self, cache: S3Cache):
         """The HTTP client for a bucket's presigned URLs: no hub token, and plain http allowed to an
         endpoint the user configured."""
+        from dataclasses import replace
+
         from ..sources.s3 import network
 
-        return self._client(network(self.net))
+        # One attempt: a bucket in trouble is the circuit's to wait out, not every part's to retry.
+        return self._client(replace(network(self.net), attempts=1))
 
     def _origin_client(self, model: LockedModel):
         from ..sources import network
@@ -203,77 +236,3 @@ class Chain:
             if net not in self._clients:
                 self._clients[net] = Client(net, self.parts)
             return self._clients[net]
-
-    # -- single flight --
-
-    def _lead_or_follow(self, cache: S3Cache, model, file, dest: Path, progress, bad: list[S3Cache]):
-        """A lease to fetch ``file`` from the origin, _FOLLOWED when another node's upload was used
-        instead, or None (no single flight: fetch anyway)."""
-        started = time.monotonic()
-        seen, seen_at, said = None, started, 0.0
-        while True:
-            try:
-                lease = cache.acquire(file, stale=seen if seen and time.monotonic() - seen_at > cache.lease_seconds
-                                      else None)
-            except NoConditionalWrites as e:
-                self.single_flight = False
-                log.warning("the bucket has no conditional writes: every node fetches from the origin",
-                            cache=cache.url, error=str(e))
-                return None
-            except CacheUnavailable as e:
-                cache.disable(e)
-                return None
-            if lease is None and not cache.write:  # no permission to lead: fetch without waiting
-                return None
-            if lease is not None:
-                if seen:
-                    log.warning("took over an expired lease", cache=cache.url, model=model.name, file=file.path)
-                try:
-                    # The holder before us may have finished between our last look and our lease.
-                    there = cache.exists(file)
-                except CacheUnavailable as e:
-                    cache.disable(e)
-                    there = False
-                if not there:
-                    return lease
-                cache.release(lease)
-                return _FOLLOWED if self._from_remote(cache, model, file, dest, progress, bad) else None
-            now = time.monotonic()
-            if now - said >= 10:
-                log.info("waiting for another node to fetch", cache=cache.url, model=model.name, file=file.path,
-                         waited=round(now - started))
-                said = now
-            if now - started > LEASE_WAIT_MAX:
-                log.warning("gave up waiting for another node; fetching", model=model.name, file=file.path)
-                return None
-            time.sleep(min(1.0, cache.lease_seconds / 5))
-            try:
-                if cache.exists(file):
-                    return _FOLLOWED if self._from_remote(cache, model, file, dest, progress, bad) else None
-                etag = cache.lease_etag(file)
-            except CacheUnavailable as e:
-                cache.disable(e)
-                return None
-            if etag != seen:
-                seen, seen_at = etag, time.monotonic()
-
-    @contextmanager
-    def _renewing(self, cache: S3Cache | None, lease: Lease | None):
-        if lease is None:
-            yield
-            return
-        stop = threading.Event()
-
-        def renew() -> None:
-            while not stop.wait(cache.lease_seconds / 3):
-                if not cache.renew(lease):
-                    log.warning("lost the lease; another node may fetch too", cache=cache.url)
-                    return
-
-        thread = threading.Thread(target=renew, name="seeder-lease", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()

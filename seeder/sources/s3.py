@@ -12,7 +12,6 @@ refresh`` picks up the new content.
 from __future__ import annotations
 
 import base64
-import functools
 import tempfile
 from dataclasses import replace
 from fnmatch import fnmatch
@@ -26,10 +25,7 @@ from ..spec.manifest import Manifest, ModelSpec
 from ..spec.paths import check_relpath
 from .url import MAX_FILE_SIZE
 
-_MISSING = ("404", "NoSuchKey", "NotFound")
 
-
-@functools.cache
 def _s3(connect_timeout: float, read_timeout: float):
     return aws.client(connect_timeout, read_timeout)
 
@@ -43,22 +39,30 @@ def _call(model: str, where: str, fn, **kwargs):
     try:
         return fn(**kwargs)
     except Exception as e:  # noqa: BLE001 - mapped, or re-raised when it is not botocore's
-        raise _remote_error(model, where, e) from None
+        raise _remote_error(model, where, e, kwargs.get("Bucket")) from None
 
 
-def _remote_error(model: str, where: str, e: Exception) -> Exception:
+def _remote_error(model: str, where: str, e: Exception, bucket: str | None = None) -> Exception:
     from botocore.exceptions import BotoCoreError, ClientError
 
     if isinstance(e, ClientError):
         code = aws.error_code(e)
-        if code in _MISSING:
+        if code == "NoSuchBucket" or (code in aws.MISSING and bucket and _missing_bucket(bucket)):
+            return RemoteError(f"{model}: {where}: the bucket {bucket} does not exist on {aws.endpoint_name()}")
+        if code in aws.MISSING:
             return RemoteError(f"{model}: {where}: no such key")
-        if code == "NoSuchBucket":
-            return RemoteError(f"{model}: {where}: no such bucket")
-        return RemoteError(f"{model}: {where}: {code or 'refused'}")
+        return RemoteError(f"{model}: {where}: {aws.describe(e)}")
     if isinstance(e, BotoCoreError):
-        return RemoteError(f"{model}: {where}: {type(e).__name__} (is AWS_ENDPOINT_URL right?)")
+        return RemoteError(f"{model}: {where}: {aws.describe(e)} (is AWS_ENDPOINT_URL right?)")
     return e
+
+
+def _missing_bucket(bucket: str) -> bool:
+    """Whether a 404 was the bucket's, not the key's (a HEAD's answer has no body to say which)."""
+    try:
+        return aws.bucket_exists(aws.client(), bucket) is False
+    except Exception:  # noqa: BLE001 - only a better message was at stake
+        return False
 
 
 def _objects(spec: ModelSpec, s3) -> list[tuple[str, str]]:
@@ -73,7 +77,7 @@ def _objects(spec: ModelSpec, s3) -> list[tuple[str, str]]:
         for page in pages:
             keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
     except Exception as e:  # noqa: BLE001 - the paginator calls lazily: map its errors the same way
-        raise _remote_error(spec.name, src.url, e) from None
+        raise _remote_error(spec.name, src.url, e, src.bucket) from None
     if not keys:
         raise RemoteError(f"{spec.name}: no object under {src.url}")
     chosen = []

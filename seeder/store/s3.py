@@ -24,20 +24,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import aws, log
+from ..errors import TransientError
 from ..spec.lock import LockedFile
+from .circuit import Circuit
 
 PRESIGN_SECONDS = 3600
 MULTIPART_THRESHOLD = 64 << 20
-_REFUSALS = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403",
-             "NoSuchBucket", "ExpiredToken", "InvalidToken"}
 
 
 class CacheUnavailable(Exception):
-    """The bucket cannot be used (unreachable, refused, missing): carry on without it."""
+    """The bucket refused for good (credentials, permissions, missing): carry on without it."""
 
-    def __init__(self, message: str, code: str = ""):
+    def __init__(self, message: str, code: str = "", writing: bool = False):
         super().__init__(message)
         self.code = code
+        self.writing = writing  # refused a lease or an upload: a reader's role, not a dead bucket
+
+
+class CacheBusy(CacheUnavailable, TransientError):
+    """Unreachable, a 5xx, SlowDown: worth asking again later (the retry policy, or the circuit)."""
 
 
 class NoConditionalWrites(Exception):
@@ -62,6 +67,7 @@ class Lease:
     key: str
     etag: str
     holder: str
+    took_over: bool = False  # taken from a holder that stopped renewing, not from nobody
 
 
 class S3Cache:
@@ -72,57 +78,98 @@ class S3Cache:
         self.write = write
         self.lease_seconds = lease_seconds
         self.timeouts = (connect_timeout, read_timeout)
-        self._client = None
-        self._client_mutex = threading.Lock()
-        self.usable = True
+        # An outage shorter than half a lease is waited out: a store restart takes seconds, and by then
+        # a waiting node has not yet taken over the lease of a holder that could not renew.
+        self.circuit = Circuit(url, give_up=lease_seconds / 2)
+        self._bucket_known = False
+        self._mutex = threading.Lock()
 
     # -- the client ------------------------------------------------------------------------------------
 
     @property
     def client(self):
-        with self._client_mutex:  # workers ask at once; boto3's client is thread-safe once made
-            return self._client or self._make_client()
+        # Retries are the circuit's and the retry policy's: boto3's own would multiply them.
+        return aws.client(*self.timeouts, what=f"--cache {self.url}", attempts=1)
 
-    def _make_client(self):
-        self._client = aws.client(*self.timeouts, what=f"--cache {self.url}")
-        return self._client
+    @property
+    def usable(self) -> bool:
+        return not self.circuit.off
 
     def key(self, file: LockedFile) -> str:
         return self.prefix + blob_key(file.digest)
 
     def _call(self, what: str, fn, *args, **kwargs):
-        """Run one S3 call; turn everything that makes the bucket unusable into CacheUnavailable."""
+        """Run one S3 call: a refusal is CacheUnavailable, a store in trouble CacheBusy; any other answer
+        of the store's (404, 412, ...) is the caller's to read."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        if self.circuit.off:  # given up on: nothing more is asked of it, a lease's renewal included
+            raise CacheUnavailable(f"{self.url}: given up on for this run")
+        if not self._bucket_known:
+            self._check_bucket()
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except ClientError as e:
-            code = aws.error_code(e)
-            if code in _REFUSALS:
-                raise CacheUnavailable(f"{self.url}: {what}: {code}", code) from None
+            if aws.refused(e):
+                raise CacheUnavailable(f"{self.url}: {what}: {aws.describe(e)}", aws.error_code(e),
+                                       writing=what in ("lease", "upload")) from None
+            if aws.busy(e):
+                raise CacheBusy(f"{self.url}: {what}: {aws.describe(e)}", aws.error_code(e)) from None
+            self.circuit.succeeded()  # it answered
             raise
         except BotoCoreError as e:  # unreachable endpoint, no credentials, timeouts
-            raise CacheUnavailable(f"{self.url}: {what}: {type(e).__name__}") from None
+            cls = CacheUnavailable if aws.refused(e) else CacheBusy
+            raise cls(f"{self.url}: {what}: {aws.describe(e)}") from None
+        self.circuit.succeeded()
+        return result
+
+    def _check_bucket(self) -> None:
+        """Once: a missing bucket is named as such (some stores answer its writes with AccessDenied)."""
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            exists = aws.bucket_exists(self.client, self.bucket)
+        except BotoCoreError as e:
+            raise CacheBusy(f"{self.url}: {aws.describe(e)}") from None
+        if exists is False:
+            where = aws.endpoint_name()
+            raise CacheUnavailable(f"{self.url}: the bucket {self.bucket} does not exist on {where}", "NoSuchBucket")
+        self._bucket_known = True
+
+    def trouble(self, error: CacheUnavailable) -> None:
+        """What a failed call means for the rest of the run: wait and ask again, or stop asking."""
+        if isinstance(error, CacheBusy):
+            self.circuit.failed(str(error))
+        elif error.writing and error.code == "AccessDenied":
+            self.read_only(error)  # it still reads
+        else:
+            self.circuit.refused(str(error))
 
     # -- blobs -----------------------------------------------------------------------------------------
 
-    def exists(self, file: LockedFile) -> bool:
+    def head(self, file: LockedFile) -> str | None:
+        """The blob's ETag when the bucket holds one of the right size, else None."""
         from botocore.exceptions import ClientError
 
         try:
             head = self._call("HEAD", self.client.head_object, Bucket=self.bucket, Key=self.key(file))
         except ClientError as e:
-            if aws.error_code(e) in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise CacheUnavailable(f"{self.url}: HEAD: {aws.error_code(e)}", aws.error_code(e)) from None
-        return head.get("ContentLength") == file.size
+            if aws.error_code(e) in aws.MISSING:
+                return None
+            raise CacheUnavailable(f"{self.url}: HEAD: {aws.describe(e)}", aws.error_code(e)) from None
+        return str(head.get("ETag", "")) if head.get("ContentLength") == file.size else None
+
+    def exists(self, file: LockedFile) -> bool:
+        return self.head(file) is not None
 
     def presigned(self, file: LockedFile) -> str:
         return self._call("sign", self.client.generate_presigned_url, "get_object",
                           Params={"Bucket": self.bucket, "Key": self.key(file)}, ExpiresIn=PRESIGN_SECONDS)
 
     def upload(self, path: Path, file: LockedFile, sha256: str) -> None:
-        """Put ``path`` (verified by the caller) under the blob's key; multipart when large."""
+        """Put ``path`` (verified by the caller) under the blob's key; multipart when large. One attempt:
+        the caller retries a CacheBusy under the retry policy."""
+        from boto3.exceptions import S3UploadFailedError
         from boto3.s3.transfer import TransferConfig
         from botocore.exceptions import ClientError
 
@@ -130,12 +177,9 @@ class S3Cache:
         try:
             self._call("upload", self.client.upload_file, str(path), self.bucket, self.key(file), Config=config,
                        ExtraArgs={"Metadata": {"sha256": sha256}})
-        except ClientError as e:
-            raise CacheUnavailable(f"{self.url}: upload: {aws.error_code(e)}", aws.error_code(e)) from None
-        except Exception as e:  # boto3's S3UploadFailedError wraps the ClientError, keeping only its text
-            if "AccessDenied" in str(e):
-                raise CacheUnavailable(f"{self.url}: upload: AccessDenied", "AccessDenied") from None
-            raise
+        except (ClientError, S3UploadFailedError) as e:  # boto3 wraps the ClientError, keeping only its text
+            cls = CacheUnavailable if aws.refused(e) else CacheBusy
+            raise cls(f"{self.url}: upload: {aws.describe(e)}", aws.error_code(e), writing=True) from None
 
     def listing(self, under: str = "blobs/"):
         """(key relative to the prefix, size, last-modified epoch) of every object under ``under``."""
@@ -145,8 +189,9 @@ class S3Cache:
             for page in pages:
                 for obj in page.get("Contents", []):
                     yield obj["Key"][len(self.prefix):], obj["Size"], obj["LastModified"].timestamp()
-        except Exception as e:  # the paginator calls lazily
-            raise CacheUnavailable(f"{self.url}: list: {type(e).__name__}") from None
+        except Exception as e:  # noqa: BLE001 - the paginator calls lazily, outside _call
+            cls = CacheUnavailable if aws.refused(e) else CacheBusy
+            raise cls(f"{self.url}: list: {aws.describe(e)}", aws.error_code(e)) from None
 
     def delete_key(self, relative: str) -> None:
         self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=self.prefix + relative)
@@ -172,22 +217,22 @@ class S3Cache:
                 return None
             if code in ("NotImplemented", "InvalidArgument", "InvalidRequest", "501", "400"):
                 raise NoConditionalWrites(code) from None
-            raise CacheUnavailable(f"{self.url}: lease: {code}", code) from None
-        except CacheUnavailable as e:
-            if e.code != "AccessDenied":
-                raise
-            self.read_only(e)  # a reader's role: it still reads, and waits for nobody
-            return None
-        return Lease(key=key, etag=resp["ETag"], holder=holder)
+            raise CacheUnavailable(f"{self.url}: lease: {aws.describe(e)}", code, writing=True) from None
+        return Lease(key=key, etag=resp["ETag"], holder=holder, took_over=stale is not None)
 
     def renew(self, lease: Lease) -> bool:
-        """Rewrite the lease (a new ETag shows the holder is alive); False if it was taken over."""
+        """Rewrite the lease (a new ETag shows the holder is alive); False if it was taken over. A store
+        in trouble raises CacheBusy: the lease may still be ours at the next try."""
         from botocore.exceptions import ClientError
 
         try:
             resp = self._call("lease", self.client.put_object, Bucket=self.bucket, Key=lease.key,
                               Body=self._body(lease.holder), IfMatch=lease.etag)
-        except (ClientError, CacheUnavailable):
+        except ClientError:
+            return False
+        except CacheBusy:
+            raise
+        except CacheUnavailable:
             return False
         lease.etag = resp["ETag"]
         return True
@@ -198,7 +243,7 @@ class S3Cache:
         try:
             self._call("lease", self.client.delete_object, Bucket=self.bucket, Key=lease.key, IfMatch=lease.etag)
         except (ClientError, CacheUnavailable):
-            pass  # taken over, or gone: either way not ours any more
+            pass  # taken over or gone (not ours any more), or the store is down: it expires
 
     def lease_etag(self, file: LockedFile) -> str | None:
         """The current lease's ETag, or None when nobody holds one."""
@@ -212,19 +257,11 @@ class S3Cache:
     def _body(self, holder: str) -> bytes:
         return json.dumps({"holder": holder, "renewed": time.time(), "seconds": self.lease_seconds}).encode()
 
-    def disable(self, error: Exception) -> None:
-        """Stop using this cache for the run, with one warning."""
-        with self._client_mutex:
-            if not self.usable:
-                return
-            self.usable = False
-        log.warning("remote cache unavailable; continuing without it", cache=self.url, error=str(error))
-
-    def read_only(self, error: Exception) -> None:
-        """Stop writing to this cache for the run (no permission), with one warning."""
-        with self._client_mutex:
+    def read_only(self, error: Exception, why: str = "cannot write to the remote cache; reading only") -> None:
+        """Stop writing to this cache for the run (no permission, or every upload fails), with one warning."""
+        with self._mutex:
             if not self.write:
                 return
             self.write = False
-        log.warning("cannot write to the remote cache; reading only", cache=self.url, error=str(error))
+        log.warning(why, cache=self.url, error=str(error))
 
