@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -74,6 +75,29 @@ def test_disk_filling_up_mid_download_exits_4_then_resumes(hub, small_fs, tmp_pa
     assert hub.body_bytes() <= len(data) - kept + (64 << 10)
 
 
+NOBODY = 65534
+
+
+def _as_nobody(env: dict[str, str]) -> list[str]:
+    """The setpriv prefix that runs this very interpreter, able to import seeder, as uid 65534; skips if none can."""
+    plain = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    # An interpreter installed where only root may enter (pyenv under /root) cannot load its libpython or
+    # its stdlib as that user: ld.so exits 127, or finds the system's libpython and runs another Python. What
+    # this test is about is writing, so the user may then read and search everything (CAP_DAC_READ_SEARCH,
+    # ambient so that it survives exec); a write to a directory it does not own is still refused.
+    reading = [*plain, "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+    probe = "import json, sys, seeder.cli; print(json.dumps([sys.version, sys.base_prefix]))"
+    tried = []
+    for prefix in (plain, reading):
+        proc = subprocess.run([*prefix, sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                              cwd="/")
+        if proc.returncode == 0 and proc.stdout.strip() == json.dumps([sys.version, sys.base_prefix]):
+            return prefix
+        said = (proc.stderr or proc.stdout).strip()[-300:]
+        tried.append(f"{' '.join(prefix[4:]) or 'as is'}: exit {proc.returncode} {said}")
+    pytest.skip(f"uid {NOBODY} cannot run {sys.executable}; " + "; ".join(tried))
+
+
 def test_permission_denied_exits_4_with_the_path(hub, tmp_path):
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to run as another user")
@@ -84,11 +108,8 @@ def test_permission_denied_exits_4_with_the_path(hub, tmp_path):
     target = base / "root-owned"
     target.mkdir(mode=0o755)
     env = seeder_env(hub.url, PYTHONPATH=str(ROOT))
-    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
-                           "seeder", "-m", str(m), "-t", str(target), "--log-format", "json"],
-                          env=env, capture_output=True, text=True, cwd="/")
-    if "Permission denied" in proc.stderr and "python" in proc.stderr.lower() and proc.returncode != 4:
-        pytest.skip(f"the interpreter is not usable by uid 65534: {proc.stderr[:200]}")
+    proc = subprocess.run([*_as_nobody(env), sys.executable, "-m", "seeder", "-m", str(m), "-t", str(target),
+                           "--log-format", "json"], env=env, capture_output=True, text=True, cwd="/")
     shutil.rmtree(base)
     assert proc.returncode == 4, proc.stderr
     assert "permission denied" in proc.stderr and str(target) in proc.stderr
