@@ -95,8 +95,10 @@ def test_retry_after_is_the_minimum_wait_on_every_path(path, hub, tmp_path):
         assert all(r.range is None for r in records)  # one stream from byte 0, never parts
     elif path == "parts":
         assert all(r.range for r in records)
-        assert len({r.range for r in records}) >= 4  # the file really went in several Range parts
-        assert len({r.conn for r in records if r.status == 206}) >= 2  # over more than one connection
+        # The file really went in several Range parts. Not asserted: over how many connections. The policy
+        # promises the wait and the bytes; a busy machine or a host-wide wait may rightly leave one
+        # connection to carry every part.
+        assert len({r.range for r in records}) >= 4
     else:
         assert (tmp_path / "models.lock").exists()
 
