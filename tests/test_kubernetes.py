@@ -518,6 +518,7 @@ class Pod:
         self.cluster, self.spec, self.name, self.node, self.configmaps = cluster, spec, name, node, configmaps
         self.fs_group = spec.get("securityContext", {}).get("fsGroup")
         self.sources: dict[str, tuple[str, str, bool]] = {}  # volume -> (mount type, source, always read-only)
+        self.written: dict[str, dict[str, str]] = {}  # volume -> the files kubelet writes into it (name -> content)
         owned: list[tuple[str, str]] = []  # volumes kubelet gives to fsGroup: (volume, mode)
         for v in spec.get("volumes", []):
             if "emptyDir" in v:
@@ -545,8 +546,20 @@ class Pod:
                     data = {}
                 items = ref.get("items")
                 files = ({i["path"]: data[i["key"]] for i in items if i["key"] in data} if items else dict(data))
+                self.written[v["name"]] = files
                 path = atomic_writer_dir(cluster.workdir / name / v["name"], files, ref.get("defaultMode", 0o644),
                                          self.fs_group)
+                self.sources[v["name"]] = ("bind", str(path), True)
+            elif "projected" in v:
+                files = {}
+                for src in v["projected"]["sources"]:
+                    assert list(src) == ["serviceAccountToken"], f"projected {sorted(src)}: not emulated"
+                    token = src["serviceAccountToken"]
+                    # kubelet's is a JWT from the API server, for this audience
+                    files[token["path"]] = f"token-for-{token.get('audience', 'the-api-server')}-{name}"
+                self.written[v["name"]] = files
+                path = atomic_writer_dir(cluster.workdir / name / v["name"], files,
+                                         v["projected"].get("defaultMode", 0o644), self.fs_group)
                 self.sources[v["name"]] = ("bind", str(path), True)
             else:
                 raise AssertionError(f"volume {v['name']}: kind not emulated: {sorted(v)}")
@@ -747,9 +760,35 @@ def blob_keys(lock: dict, prefix: str) -> dict[str, int]:
     return out
 
 
+@dataclass
+class Images:
+    seeder: str
+    app: str
+    seconds: float  # to build both
+
+
+@pytest.fixture(scope="module")
+def images(engine, tmp_path_factory):
+    """Both images, built from this checkout once for the module's Docker tests. The app image bundles no
+    model (an empty manifest), so its /healthz can only pass on what a pod's seeder put in its volume."""
+    started = time.monotonic()
+    prefix = f"seeder-k8s-{os.urandom(4).hex()}"
+    ctx = copy_checkout(tmp_path_factory.mktemp("ctx"))
+    (ctx / "k8s-test").mkdir()
+    (ctx / "k8s-test" / "models.toml").write_text("# none: the app serves only what the pod's volume holds\n")
+    built = Images(f"{prefix}-seeder", f"{prefix}-app", 0.0)
+    try:
+        build(ctx, built.seeder, "-f", str(ctx / "Dockerfile.seeder"))
+        build(ctx, built.app, "--build-arg", "MANIFEST_DIR=k8s-test")
+        built.seconds = time.monotonic() - started
+        yield built
+    finally:
+        docker("rmi", built.seeder, built.app, check=False)
+
+
 @pytest.mark.docker
 @pytest.mark.slow
-def test_the_rendered_pods_run_on_docker(engine, hub_image, rendered, tmp_path):
+def test_the_rendered_pods_run_on_docker(engine, hub_image, images, rendered, tmp_path):
     started = time.monotonic()
     sid = os.urandom(4).hex()
     seed = int(sid, 16)
@@ -769,20 +808,10 @@ def test_the_rendered_pods_run_on_docker(engine, hub_image, rendered, tmp_path):
     sizes[f"/files/k8s-{sid}/tiny.gguf"] = gguf.stat().st_size
     set_bytes = sum(sizes.values())
 
-    ctx = copy_checkout(tmp_path / "ctx")
-    (ctx / "k8s-test").mkdir()
-    (ctx / "k8s-test" / "models.toml").write_text("# none: the app serves only what the pod's volume holds\n")
-    images = f"{prefix}-seeder", f"{prefix}-app"
     cluster = None
     with run_hub(hub_image, data, engine, token=token) as hub, \
             seaweedfs_bucket("seeder-k8s", f"{prefix}-s3") as bucket:
         try:
-            # The images, from this checkout. The app image bundles no model (an empty manifest), so
-            # /healthz can only pass on what the seeder put in the pod's volume.
-            build(ctx, images[0], "-f", str(ctx / "Dockerfile.seeder"))
-            build(ctx, images[1], "--build-arg", "MANIFEST_DIR=k8s-test")
-            built = time.monotonic()
-
             # A user's edits: the manifest, its lock, the bucket and the hub in settings.env.
             k8s = shutil.copytree(K8S, tmp_path / "k8s")
             manifest = k8s / "base" / "models.toml"
@@ -805,14 +834,14 @@ def test_the_rendered_pods_run_on_docker(engine, hub_image, rendered, tmp_path):
                         == without_hashes(one(rendered[kustomization], kind, name))), (kustomization, kind)
             spec = pod_spec(deployment)
             seeder_image = container(spec, "seeder", init=True)["image"]
-            cluster = Cluster(prefix, {seeder_image: images[0], container(spec, "app")["image"]: images[1]},
+            cluster = Cluster(prefix, {seeder_image: images.seeder, container(spec, "app")["image"]: images.app},
                               configmaps(mine["."]),
                               {"hf-token": {"hf_token": token + "\n"},
                                "seeder-s3": {"AWS_ACCESS_KEY_ID": "k8s-test",
                                              "AWS_SECRET_ACCESS_KEY": "k8s-test-not-a-secret"}},
                               tmp_path / "kubelet")
             # the image's defaults agree with the pod's paths
-            image_env = dict(e.split("=", 1) for e in inspect(images[0])["Config"]["Env"])
+            image_env = dict(e.split("=", 1) for e in inspect(images.seeder)["Config"]["Env"])
             seeder_env_ = resolve_env(container(spec, "seeder", init=True), cluster.configmaps, cluster.secrets)
             assert (image_env["SEEDER_MANIFEST"], image_env["SEEDER_TARGET"]) == (
                 seeder_env_["SEEDER_MANIFEST"], seeder_env_["SEEDER_TARGET"])
@@ -910,9 +939,8 @@ def test_the_rendered_pods_run_on_docker(engine, hub_image, rendered, tmp_path):
             app = rwx_pod.start(container(rwx, "app"))
             status, health = app.ready()
             assert status == 200 and health == {"status": "ok", "models": 2}, health
-            print(f"kubernetes on docker: images {built - started:.0f} s, "
-                  f"pods {time.monotonic() - built:.0f} s")
+            print(f"kubernetes on docker: images {images.seconds:.0f} s, pods {time.monotonic() - started:.0f} s")
         finally:
             if cluster is not None:
                 cluster.cleanup()
-            docker("rmi", *images, check=False)
+
