@@ -6,8 +6,9 @@ No cluster is needed. ``kubectl kustomize`` renders the base and each overlay of
 required), and kubernetes-validate checks every manifest file and every rendering against the API's
 OpenAPI schemas of the oldest and newest Kubernetes versions docs/kubernetes.md names (strict: an
 unknown field fails). The fast tests then assert what the manifests promise: the seeder runs non-root
-and read-only with no capability, the token is a mounted file and never a variable, the node-local
-cache comes before the bucket, each overlay has the shape its documentation describes.
+and read-only with no capability, the token is a mounted file and never a variable, in a directory
+that no other mount meets, the node-local cache comes before the bucket, each overlay has the shape
+its documentation describes.
 
 The Docker test (marked ``docker`` and ``slow``, with tests/test_docker.py's skip rules) plays
 kubelet: it reads the pods of the rendered Deployment and Jobs and runs exactly their containers on
@@ -28,6 +29,11 @@ overlay's Job fills a PVC from which its app pod (no init container) serves. As 
 placeholder models.lock, the init container fails at once with exit 2 and says to run ``seeder lock``.
 The test's own manifest and lock go into a copy of deploy/kubernetes, as a user's edits would, and
 that copy's Deployment must equal the repository's (ConfigMap hashes aside).
+
+A second Docker test turns on every optional part docs/kubernetes.md describes (the Secrets, web
+identity's ServiceAccount and aws-token volume) in such a copy, adds the token volumes EKS's webhook
+injects (projected volumes, laid out like a Secret's), and starts every container of every pod with its
+mounts: each must start and read every mounted file, and the seeder must find the Secret's token.
 """
 
 from __future__ import annotations
@@ -71,6 +77,22 @@ KUSTOMIZATIONS = (".", "base", "overlays/rwx-pvc", "overlays/prewarm")
 K8S_VERSIONS = ("1.25.0", "1.37.0")
 SEEDER_UID = 10001  # Dockerfile.seeder's user
 NODE_CACHE = "/var/cache/seeder"
+
+# What EKS's pod identity webhook adds to every container of a pod whose ServiceAccount asks for a role: IRSA
+# (the eks.amazonaws.com/role-arn annotation, serviceaccount.yaml) and EKS Pod Identity (an association).
+# The paths are the webhook's, fixed: a pod has to leave room for them.
+EKS_INJECTED = (
+    ("aws-iam-token", "sts.amazonaws.com", "/var/run/secrets/eks.amazonaws.com/serviceaccount", "token",
+     {"AWS_ROLE_ARN": "arn:aws:iam::111122223333:role/seeder-models-cache",
+      "AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"}),
+    ("eks-pod-identity-token", "pods.eks.amazonaws.com", "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount",
+     "eks-pod-identity-token",
+     {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.23/v1/credentials",
+      "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE":
+          "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token"}),
+)
+# Where Kubernetes puts a ServiceAccount's API token, when automountServiceAccountToken is on.
+API_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 # ==================================================================================================
@@ -365,6 +387,12 @@ def test_the_cache_permissions_container_only_chowns_the_node_cache(rendered):
     assert [m["name"] for m in chown["volumeMounts"]] == ["node-cache"]
 
 
+def within(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or below it, in images where /var/run is a link to /run."""
+    path, directory = (re.sub(r"^/var/run(?=/|$)", "/run", p.rstrip("/")) for p in (path, directory))
+    return path == directory or path.startswith(directory + "/")
+
+
 def test_the_token_is_a_file_never_a_variable(rendered):
     for kustomization, docs in rendered.items():
         for workload in find(docs, "Deployment") + find(docs, "Job"):
@@ -377,14 +405,23 @@ def test_the_token_is_a_file_never_a_variable(rendered):
                 for e in c.get("env", []):
                     ref = e.get("valueFrom", {}).get("secretKeyRef")
                     assert ref is None or (ref["name"] == "seeder-s3" and ref.get("optional") is True), where
+    others = [API_TOKEN_DIR, *(path for _, _, path, _, _ in EKS_INJECTED)]
     for where, spec, c in seeder_containers(rendered):
-        # /run/secrets/hf_token, where seeder looks by itself: the Secret hf-token's key hf_token
-        token, mount = volume_at(spec, c, "/run/secrets")
+        # The Secret hf-token's key hf_token, as the file HF_TOKEN_PATH names
+        paths = [e["value"] for e in c["env"] if e["name"] == "HF_TOKEN_PATH"]
+        assert len(paths) == 1, f"{where}: no HF_TOKEN_PATH"
+        path = paths[0]
+        token, mount = volume_at(spec, c, os.path.dirname(path))
         assert mount.get("readOnly") is True and "subPath" not in mount, where
         secret = token["secret"]
         assert secret["secretName"] == "hf-token" and secret["optional"] is True, where
-        assert secret["items"] == [{"key": "hf_token", "path": "hf_token"}], where
+        assert secret["items"] == [{"key": "hf_token", "path": os.path.basename(path)}], where
         assert secret["defaultMode"] == 0o440, where  # readable through fsGroup, by nobody else
+        # In a directory of its own: a read-only mount that holds another mount point, or lies in another
+        # read-only mount, stops the container from starting (the runtime cannot make the mount point).
+        mounts = [m["mountPath"] for m in c["volumeMounts"] if m is not mount] + others
+        clash = [m for m in mounts if within(m, mount["mountPath"]) or within(mount["mountPath"], m)]
+        assert not clash, f"{where}: the token's read-only mount at {mount['mountPath']} meets {clash}"
 
 
 def test_the_node_cache_comes_first_and_the_bucket_second(rendered):
@@ -944,3 +981,135 @@ def test_the_rendered_pods_run_on_docker(engine, hub_image, images, rendered, tm
             if cluster is not None:
                 cluster.cleanup()
 
+
+# -- every optional mount at once: the documented ones and what EKS injects -------------------------------------
+
+
+def uncomment(path: Path, *starts: str) -> None:
+    """Uncomment each commented-out block that begins with one of ``starts``, with its deeper lines, as
+    docs/kubernetes.md tells a user to; each must be there."""
+    lines = path.read_text().splitlines()
+    for start in starts:
+        hits = 0
+        for i, line in enumerate(lines):
+            m = re.fullmatch(rf"(\s*)# ({re.escape(start)}.*)", line)
+            if not m:
+                continue
+            hits += 1
+            lead, lines[i] = m.group(1), m.group(1) + m.group(2)
+            for j in range(i + 1, len(lines)):
+                if not lines[j].startswith(lead + "#  "):
+                    break
+                lines[j] = lead + lines[j][len(lead) + 2:]
+        assert hits, f"{path}: nothing commented out starts with {start!r}"
+    path.write_text("\n".join(lines) + "\n")
+
+
+def eks_webhook(spec: dict, docs: list[dict]) -> dict:
+    """``spec`` as EKS's webhook mutates it: its volumes, mounted in every container, and their variables
+    where a container does not set them itself."""
+    account = spec.get("serviceAccountName")
+    assert account and "eks.amazonaws.com/role-arn" in one(docs, "ServiceAccount", account)["metadata"]["annotations"]
+    spec = json.loads(json.dumps(spec))
+    for name, audience, path, file, env in EKS_INJECTED:
+        spec["volumes"].append({"name": name, "projected": {"sources": [{"serviceAccountToken": {
+            "audience": audience, "expirationSeconds": 86400, "path": file}}]}})
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            c.setdefault("volumeMounts", []).append({"name": name, "mountPath": path, "readOnly": True})
+            known = {e["name"] for e in c.get("env", [])}
+            c.setdefault("env", []).extend({"name": k, "value": v} for k, v in env.items() if k not in known)
+    return spec
+
+
+# Runs in each container instead of its command: every file its mounts should show, each variable naming a
+# token file, and, in a seeder container, the token seeder itself finds. Prints what is wrong.
+CHECK_MOUNTS = """
+import json, os, sys
+want = json.loads(sys.argv[1])
+wrong = []
+for path, content in want["files"].items():
+    try:
+        with open(path) as fh:
+            if fh.read() != content:
+                wrong.append(path + ": other content")
+    except OSError as e:
+        wrong.append(f"{path}: {e.strerror}")
+wrong += [d + ": not a directory" for d in want["dirs"] if not os.path.isdir(d)]
+for var in ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"):
+    if var in os.environ and not os.path.isfile(os.environ[var]):
+        wrong.append(f"{var}={os.environ[var]}: no such file")
+if "token" in want:
+    from seeder.settings import read_token
+    if read_token() != want["token"]:
+        wrong.append("seeder finds another token than the Secret's")
+print(json.dumps(wrong))
+"""
+
+
+def check_mounts(pod: Pod, c: dict, token: str | None = None) -> None:
+    """Start ``c`` of ``pod`` with its mounts, user and settings; every file they hold must be readable in it."""
+    want: dict = {"files": {}, "dirs": []}
+    for m in c.get("volumeMounts", []):
+        if m["name"] in pod.written:
+            want["files"].update({f"{m['mountPath']}/{k}": v for k, v in pod.written[m["name"]].items()})
+        else:
+            want["dirs"].append(m["mountPath"])
+    if c["name"] == "seeder":
+        want["token"] = token
+    name = f"{pod.name}-{c['name']}"
+    args = pod.docker_args(c, name)
+    if "--entrypoint" in args:  # the container's own command is not what runs here
+        del args[args.index("--entrypoint"):args.index("--entrypoint") + 2]
+    pod.cluster.containers.append(name)
+    proc = subprocess.run(["docker", "run", "--rm", *args, "--entrypoint", "python", pod.cluster.images[c["image"]],
+                           "-c", CHECK_MOUNTS, json.dumps(want)], capture_output=True, text=True, timeout=120)
+    where = f"{pod.name}/{c['name']}"
+    assert proc.returncode == 0, f"{where}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
+    assert json.loads(proc.stdout) == [], f"{where}: {proc.stdout}"
+    assert want["files"], where  # every container gets the webhook's files at least
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_the_pods_start_with_every_optional_mount(engine, images, tmp_path):
+    """docs/kubernetes.md's optional parts all at once: the hf-token Secret, web identity (the ServiceAccount,
+    the aws-token volume and its variables), and the token volumes EKS's webhook injects for IRSA and Pod
+    Identity. Each container of each pod starts with its user and read-only root, sees every file of every
+    mount, and the seeder finds the Secret's token; without the optional Secret it starts too, and finds none."""
+    k8s = shutil.copytree(K8S, tmp_path / "k8s")
+    uncomment(k8s / "base" / "kustomization.yaml", "- serviceaccount.yaml")
+    uncomment(k8s / "base" / "deployment.yaml", "serviceAccountName:", "- name: aws-token", "- name: AWS_ROLE_ARN",
+              "- name: AWS_WEB_IDENTITY_TOKEN_FILE")
+    for job in ("overlays/rwx-pvc/fill-job.yaml", "overlays/prewarm/prewarm-job.yaml"):
+        uncomment(k8s / job, "serviceAccountName:")
+    for path in manifest_files():  # a newly documented optional mount must be enabled here too
+        text = (k8s / path.relative_to(K8S)).read_text()
+        left = re.findall(r"^\s*# (?:- name|mountPath|serviceAccountName):.*", text, re.M)
+        assert not left, (path, left)
+
+    mine = {k: kustomize(k8s / k) for k in (".", "overlays/rwx-pvc", "overlays/prewarm")}
+    workloads = [(k, x) for k, docs in mine.items() for x in find(docs, "Deployment") + find(docs, "Job")]
+    assert len(workloads) == 4, [x["metadata"]["name"] for _, x in workloads]
+    deployment = pod_spec(one(mine["."], "Deployment", "app"))
+    assert volume_at(deployment, container(deployment, "seeder", init=True), "/var/run/secrets/aws")[0]["projected"]
+    image = container(deployment, "seeder", init=True)["image"]
+    token = f"hf_{os.urandom(20).hex()}"
+    with_secret = {"hf-token": {"hf_token": token + "\n"},
+                   "seeder-s3": {"AWS_ACCESS_KEY_ID": "k8s-test", "AWS_SECRET_ACCESS_KEY": "k8s-test-not-a-secret"}}
+    cluster = Cluster(f"seeder-k8s-{os.urandom(4).hex()}",
+                      {image: images.seeder, container(deployment, "app")["image"]: images.app},
+                      configmaps(mine["."]), with_secret, tmp_path / "kubelet")
+    try:
+        for n, (kustomization, workload) in enumerate(workloads):
+            spec = eks_webhook(pod_spec(workload), mine[kustomization])
+            pod = cluster.pod(spec, f"all{n}", "node-a", configmaps(mine[kustomization]))
+            for c in spec.get("initContainers", []) + spec["containers"]:
+                check_mounts(pod, c, token)
+        cluster.secrets = {}  # both Secrets are optional: a pod starts without them
+        for n, (kustomization, workload) in enumerate(workloads):
+            spec = eks_webhook(pod_spec(workload), mine[kustomization])
+            pod = cluster.pod(spec, f"bare{n}", "node-b", configmaps(mine[kustomization]))
+            for c in [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == "seeder"]:
+                check_mounts(pod, c, None)
+    finally:
+        cluster.cleanup()
