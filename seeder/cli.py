@@ -10,7 +10,8 @@ import textwrap
 
 from . import __version__, log, settings
 from .commands import COMMANDS, command
-from .errors import EXIT_CODES_HELP, INTERNAL, INTERRUPTED, TERMINATED, SeederError, StorageError, Terminated
+from .errors import (EXIT_CODES_HELP, INTERNAL, INTERRUPTED, OUTPUT_CLOSED, TERMINATED, SeederError, StorageError,
+                     Terminated)
 
 
 DISTRIBUTION = "model-seeder"
@@ -41,6 +42,12 @@ class _Version(argparse.Action):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, like every other usage error
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def _print_message(self, message: str, file=None) -> None:
+        # argparse swallows a closed pipe here, so `seeder --help | head` would exit 0 or 141 depending on
+        # buffering; every other write lets run() see it.
+        if message:
+            (file or sys.stderr).write(message)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -227,12 +234,37 @@ def _normalise(argv: list[str]) -> list[str]:
 
 def run() -> None:
     """The ``seeder`` command: :func:`main`, then exit without the interpreter's teardown."""
-    code = main()
-    # Everything is written, fsynced and renamed by now; tearing down modules and threads would only add
-    # ~15 ms to every run, a container's start-up among them.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        try:
+            code = main()
+        except SystemExit as e:  # argparse: --help, --version, a bad flag; its output still has to be flushed
+            code = e.code if isinstance(e.code, int) else 0
+        # Everything is written, fsynced and renamed by now; tearing down modules and threads would only add
+        # ~15 ms to every run, a container's start-up among them.
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        code = _reader_gone()
     os._exit(code)
+
+
+def _closed_outputs() -> list[int]:
+    """stdout and stderr, those whose reader has gone: a pipe whose far end was closed, a socket shut down."""
+    import select
+
+    poll = select.poll()
+    for fd in (1, 2):
+        poll.register(fd, select.POLLOUT)
+    return [fd for fd, events in poll.poll(0) if events & (select.POLLERR | select.POLLHUP)]
+
+
+def _reader_gone() -> int:
+    """``seeder status | head``: the reader had what it wanted. Stop without a word, as a tool that SIGPIPE
+    ends does; an error line would only go to a closed pipe, or mislead where it still can be read."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in _closed_outputs():
+        os.dup2(devnull, fd)  # a line another thread logs before we exit must not raise again
+    return OUTPUT_CLOSED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(code)
     except OSError as e:
+        if isinstance(e, BrokenPipeError) and _closed_outputs():
+            raise  # our own output's reader went away, not a disk or a server: run() ends quietly
         err = StorageError(f"{e.filename or ''}: {e.strerror or e}")
         log.error(log.redact(str(err)), exit_code=err.exit_code)
         return err.exit_code

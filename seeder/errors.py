@@ -12,6 +12,7 @@ STORAGE = 4
 INTERNAL = 70
 INTERRUPTED = 130  # 128 + SIGINT
 TERMINATED = 143  # 128 + SIGTERM
+OUTPUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away (`seq 1e9 | head -1`)
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -24,7 +25,9 @@ exit codes:
   10  refresh --dry-run --exit-code: something would change
   70  internal error (a bug: please report it)
   130 interrupted (Ctrl-C); 143 terminated (SIGTERM, docker stop): what arrived
-      is kept and the next run resumes it"""
+      is kept and the next run resumes it
+  141 the reader of seeder's output closed it early (seeder status | head):
+      seeder stopped quietly"""
 
 
 class Terminated(KeyboardInterrupt):

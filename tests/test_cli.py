@@ -98,6 +98,45 @@ def test_bad_flags_exit_2_with_one_line(tmp_path):
         assert proc.stdout == "", (args, proc.stdout)
 
 
+def _closed_pipe() -> int:
+    """The write end of a real pipe whose reader, a process, has closed its end and exited: what `| head`
+    leaves once it has read enough, here always before seeder writes its first byte."""
+    r, w = os.pipe()
+    reader = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.close()"], stdin=r)
+    os.close(r)
+    assert reader.wait(timeout=30) == 0
+    return w
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["PYTHONUNBUFFERED", "buffered"])
+def test_a_reader_that_closes_early_ends_seeder_quietly_with_141(buffered, hub, tmp_path):
+    m = _manifest(hub, tmp_path, size=1000)
+    target = tmp_path / "t"
+    assert run_seeder("-m", str(m), "-t", str(target), hub=hub).code == 0
+    env = {k: v for k, v in seeder_env(hub.url).items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:  # each write meets the closed pipe in the command; buffered, at the final flush
+        env["PYTHONUNBUFFERED"] = "1"
+    for args in (["status", "--json", "-m", str(m), "-t", str(target)], ["schema"], ["--version"], ["--help"]):
+        for _ in range(3):
+            w = _closed_pipe()
+            try:
+                proc = subprocess.run([sys.executable, "-m", "seeder", *args], env=env, stdout=w,
+                                      stderr=subprocess.PIPE, text=True, timeout=60)
+            finally:
+                os.close(w)
+            assert (proc.returncode, proc.stderr) == (141, ""), (args, proc.stderr[-2000:])
+
+    # `seeder 2>&1 | head`: the logs' reader gone too. The seed stops, and the next run does the work.
+    w = _closed_pipe()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "seeder", "-m", str(m), "-t", str(tmp_path / "u")], env=env,
+                              stdout=w, stderr=w, timeout=60)
+    finally:
+        os.close(w)
+    assert proc.returncode == 141
+    assert run_seeder("-m", str(m), "-t", str(tmp_path / "u"), hub=hub).code == 0
+
+
 @pytest.mark.parametrize("variable", ["SEEDER_CONNECT_TIMEOUT", "SEEDER_READ_TIMEOUT"])
 def test_a_zero_timeout_is_refused(variable, tmp_path):
     (tmp_path / "models.toml").write_text('[[models]]\nname = "m"\nrepo = "org/m"\n')
