@@ -148,9 +148,11 @@ def _add_commands(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("status", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
                        help="show what the target holds",
                        description="Each model: revision, commit, files, bytes, installed-at and state "
-                       "(complete, partial, missing, stale, extra; modified with --verify).")
+                       "(complete; partial: downloading, not installed yet; missing; stale; extra; modified: "
+                       "installed files changed since install). Exit 1 when a model is modified, as verify would.")
     p.add_argument("--json", action="store_true", help="JSON on stdout instead of a table")
-    p.add_argument("--verify", dest="deep", action="store_true", help="hash every file to detect modification")
+    p.add_argument("--verify", dest="deep", action="store_true",
+                   help="hash every file: a change that keeps a file's size shows as modified too")
     p = sub.add_parser("export", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
                        help="write the target's models, lock and checksums into one bundle")
     p.add_argument("-o", "--output", required=True, help="bundle file; zstd-compressed when it ends in .zst")

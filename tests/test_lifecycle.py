@@ -177,7 +177,35 @@ def test_status_reports_each_state(hub, tmp_path):
     table = run_seeder("status", "-m", str(m), "-t", str(target))
     states = {"complete", "partial", "missing", "stale", "modified", "extra"}
     lines = {c[0]: c[1] for c in map(str.split, table.out.splitlines()[1:]) if len(c) > 1 and c[1] in states}
-    assert lines == {"m": "partial", "w": "missing", "u": "extra"}
+    assert lines == {"m": "modified", "w": "missing", "u": "extra"}
+
+
+def test_status_calls_a_damaged_model_modified_and_exits_1_as_verify_does(hub, tmp_path):
+    data = blob(5000, seed=5)
+    m = write_manifest(tmp_path / "models.toml", url_entry("d", hub.add_file("d.bin", data), data))
+    target = tmp_path / "t"
+    assert run_seeder("-m", str(m), "-t", str(target), hub=hub).code == 0
+    args = ("-m", str(m), "-t", str(target))
+    path = target / "d" / "d.bin"
+    # One byte more, one less, one other (the same size: only hashing tells), the file gone.
+    for damage, fast_sees_it in ((data + b"\0", True), (data[:-1], True), (bytes([data[0] ^ 1]) + data[1:], False),
+                                 (None, True)):
+        path.unlink() if damage is None else path.write_bytes(damage)
+        assert run_seeder("verify", *args).code == 1
+        for deep in (True, False):
+            run = run_seeder("status", "--json", *(["--verify"] if deep else []), *args)
+            row = json.loads(run.out)[0]
+            if not deep and not fast_sees_it:
+                assert (run.code, row["state"]) == (0, "complete"), run
+                continue
+            assert (run.code, row["state"]) == (1, "modified"), (damage is None, deep, row, run)
+            last = run.events[-1]
+            assert (last["level"], last["exit_code"]) == ("error", 1) and "modified since install: d" in last["event"]
+        table = run_seeder("status", "--verify", *args)
+        assert table.code == 1 and table.out.splitlines()[1].split()[:2] == ["d", "modified"], table
+    assert run_seeder(*args, hub=hub).code == 0  # seeder repairs it
+    run = run_seeder("status", "--json", "--verify", *args)
+    assert (run.code, json.loads(run.out)[0]["state"]) == (0, "complete"), run
 
 
 def test_export_import_round_trip_and_bad_bundles(hub, tmp_path):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import log
-from ..errors import OK, UsageError
+from ..errors import OK, IntegrityError, UsageError
 from ..fetch.partial import partial_path, size_on_disk
 from ..fmt import human_bytes
 from ..resolve import current_lock
@@ -34,7 +35,7 @@ class ModelStatus:
 
 
 def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep: bool) -> list[ModelStatus]:
-    """``deep`` hashes every file, so on-disk modification shows up as "modified"."""
+    """``deep`` hashes every file, so a change that keeps a file's size shows up as "modified" too."""
     state = target.read_state()
     names = [m.name for m in manifest.models] if manifest else []
     names += sorted(n for n in state if n not in names)
@@ -50,9 +51,8 @@ def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep
                           commit=installed.commit, files=len(installed.files),
                           bytes=installed.total_size, installed_at=record.installed_at)
         problems = verify(target, Lock(models=(installed,)), fast=not deep, state=state)
-        if problems:
-            worst = MODIFIED if all(p.kind in ("checksum", "stray") for p in problems) else PARTIAL
-            row.state, row.detail = worst, "; ".join(str(p) for p in problems[:3])
+        if problems:  # a file changed, went, or came since install: damage, never a download still under way
+            row.state, row.detail = MODIFIED, "; ".join(str(p) for p in problems[:3])
         elif manifest is not None and spec is None:
             row.state, row.detail = EXTRA, "not in the manifest (seeder refresh removes it)"
         elif spec is not None and spec.fingerprint != installed.fingerprint:
@@ -108,4 +108,8 @@ def run(args, cfg, net) -> int:
                     path=str(target.state_file))
     rows = status(target, manifest, lock, deep=args.deep)
     print(json.dumps(to_json(rows), indent=2) if args.json else render_table(rows))
+    if modified := [r.name for r in rows if r.state == MODIFIED]:
+        sys.stdout.flush()  # the table first, the error line last
+        raise IntegrityError(f"modified since install: {', '.join(modified)} (seeder verify names every file; "
+                             "seeder repairs them)")
     return OK
