@@ -107,10 +107,18 @@ def test_verify_passes_then_names_a_corrupted_file(seeded, hub):
     assert run.code == 1
     failed = [e for e in run.events if e["event"] == "verify failed"]
     assert [(e["model"], e["file"], e["problem"]) for e in failed] == [("embedding", "model.safetensors", "checksum")]
+    _ends_with_the_error_line(run, "verify (sha256): 1 problem; 2 models, 5 files checked")
 
     (seeded["target"] / "llm" / "tiny.gguf").write_bytes(b"GGUF")  # truncated: --fast catches it
     run = run_seeder("verify", "--fast", *args, hub=hub)
     assert run.code == 1 and "tiny.gguf" in run.err
+    _ends_with_the_error_line(run, "verify (fast): 1 problem; 2 models, 5 files checked")
+
+
+def _ends_with_the_error_line(run, message: str) -> None:
+    """As the README promises every failure: the last line is the one error line with the exit code."""
+    assert run.events[-1] | {"timestamp": None} == {"event": message, "exit_code": 1, "level": "error",
+                                                     "timestamp": None}, run
 
 
 def test_a_damaged_target_is_repaired_by_the_next_run(seeded, hub):

@@ -110,6 +110,5 @@ def run(args, cfg, net) -> int:
     print(json.dumps(to_json(rows), indent=2) if args.json else render_table(rows))
     if modified := [r.name for r in rows if r.state == MODIFIED]:
         sys.stdout.flush()  # the table first, the error line last
-        raise IntegrityError(f"modified since install: {', '.join(modified)} (seeder verify names every file; "
-                             "seeder repairs them)")
+        raise IntegrityError(f"modified since install: {', '.join(modified)} (seeder verify names each problem)")
     return OK

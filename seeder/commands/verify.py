@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import log
-from ..errors import INTEGRITY, OK, UsageError
+from ..errors import OK, IntegrityError, UsageError
+from ..fmt import count
 from ..resolve import obtain_lock
 from ..store.verify import installed_lock, verify
 from . import load_manifest, target_of
@@ -23,7 +24,9 @@ def run(args, cfg, net) -> int:
     problems = verify(target, lock, fast=args.fast, state=state)
     for p in problems:
         log.error("verify failed", model=p.model, file=p.path, problem=p.kind, detail=p.detail)
-    files = sum(len(m.files) for m in lock.models)
-    log.info("verify", models=len(lock.models), files=files, problems=len(problems),
-             mode="fast" if args.fast else "sha256")
-    return INTEGRITY if problems else OK
+    files, mode = sum(len(m.files) for m in lock.models), "fast" if args.fast else "sha256"
+    if problems:  # the summary is the error line a failure ends with, as every command's does
+        raise IntegrityError(f"verify ({mode}): {count(len(problems), 'problem')}; "
+                             f"{count(len(lock.models), 'model')}, {count(files, 'file')} checked")
+    log.info("verify", models=len(lock.models), files=files, problems=0, mode=mode)
+    return OK
