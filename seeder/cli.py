@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  seeder lock         resolve the manifest into models.lock\n"
         "  seeder refresh      re-resolve, fetch what changed, switch each model atomically\n"
         "  seeder status       what the target holds, per model\n"
-        "  seeder export       write the target's models into one bundle (tar, .zst compressed)\n"
+        "  seeder export       write the models the lock lists into one bundle (tar, .zst compressed)\n"
         "  seeder import       install a bundle, verified before anything becomes visible\n"
         "  seeder export-image save Docker images into one archive with a sha256 sidecar\n"
         "  seeder cache        du | prune the caches; push a target's files to an s3:// cache\n"
@@ -154,7 +154,9 @@ def _add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--verify", dest="deep", action="store_true",
                    help="hash every file: a change that keeps a file's size shows as modified too")
     p = sub.add_parser("export", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
-                       help="write the target's models, lock and checksums into one bundle")
+                       help="write the models the lock lists, the lock and checksums into one bundle",
+                       description="Bundle the models the manifest's lock lists (without a manifest: every model "
+                       "the target records), each checked against the lock, for seeder import on another host.")
     p.add_argument("-o", "--output", required=True, help="bundle file; zstd-compressed when it ends in .zst")
     p = sub.add_parser("import", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
                        help="install a bundle made by seeder export",

@@ -1128,7 +1128,8 @@ def test_import_a_bundle_inside_the_seeder_container(stack, sid, hub, tmp_path):
     bundles = Path(tempfile.mkdtemp(prefix="seeder-bundles-"))  # readable by the container's user
     try:
         os.chmod(bundles, 0o755)
-        assert run_seeder("export", "-o", str(bundles / "models.tar.zst"), "-t", str(tmp_path / "t")).code == 0
+        assert run_seeder("export", "-o", str(bundles / "models.tar.zst"), "-m", str(tmp_path / "models.toml"),
+                          "-t", str(tmp_path / "t")).code == 0
         raw = (bundles / "models.tar.zst").read_bytes()
         (bundles / "cut.tar.zst").write_bytes(raw[: len(raw) // 2])
         for f in bundles.iterdir():

@@ -213,7 +213,7 @@ def test_export_import_round_trip_and_bad_bundles(hub, tmp_path):
     url = hub.add_file("llm.gguf", data)
     m, target = _setup(hub, tmp_path, f'[[models]]\nname = "llm"\nurl = "{url}"\nsha256 = "{sha256(data)}"\n')
     bundle = tmp_path / "models.tar.zst"
-    run = run_seeder("export", "--output", str(bundle), "-t", str(target))
+    run = run_seeder("export", "--output", str(bundle), "-m", str(m), "-t", str(target))
     assert run.code == 0, run
     import tarfile
 
@@ -230,7 +230,7 @@ def test_export_import_round_trip_and_bad_bundles(hub, tmp_path):
     assert run_seeder("--verify", "-m", str(tmp_path / "none.toml"), "-t", str(fresh)).code == 0
 
     raw = tmp_path / "models.tar"
-    assert run_seeder("export", "-o", str(raw), "-t", str(target)).code == 0
+    assert run_seeder("export", "-o", str(raw), "-m", str(m), "-t", str(target)).code == 0
     payload = raw.read_bytes()
     where = payload.index(V1["model.safetensors"][:64]) + 1000
     flipped = tmp_path / "flipped.tar"
@@ -312,12 +312,43 @@ def test_an_export_carries_the_lock_and_a_checksum_list(hub, tmp_path):
 
     m, target = _setup(hub, tmp_path)
     bundle = tmp_path / "models.tar"
-    assert run_seeder("export", "-o", str(bundle), "-t", str(target)).code == 0
+    assert run_seeder("export", "-o", str(bundle), "-m", str(m), "-t", str(target)).code == 0
     with tarfile.open(bundle) as tar:
         names = tar.getnames()
         sums = dict(line.split("  ")[::-1] for line in tar.extractfile(SUMS_NAME).read().decode().splitlines())
     assert names[:2] == [LOCK_NAME, SUMS_NAME]
     assert sums == {f"{PREFIX}m/{path}": sha256(data) for path, data in V1.items()}
+
+
+def test_an_export_holds_what_the_lock_lists_not_a_model_the_manifest_dropped(hub, tmp_path):
+    import tarfile
+
+    keep, gone = blob(2_000, seed=35), blob(3_000, seed=36)
+    m = write_manifest(tmp_path / "models.toml", url_entry("keep", hub.add_file("k/keep.bin", keep), keep) + "\n"
+                       + url_entry("gone", hub.add_file("g/gone.bin", gone), gone))
+    target = tmp_path / "t"
+    assert run_seeder("-m", str(m), "-t", str(target), hub=hub).code == 0
+    assert run_seeder("remove", "gone", "-m", str(m)).code == 0
+    rows = json.loads(run_seeder("status", "--json", "-m", str(m), "-t", str(target)).out)
+    assert {r["name"]: r["state"] for r in rows} == {"keep": "complete", "gone": "extra"}
+
+    bundle = tmp_path / "b.tar"
+    run = run_seeder("export", "-o", str(bundle), "-m", str(m), "-t", str(target))
+    assert run.code == 0, run
+    with tarfile.open(bundle) as tar:
+        assert tar.getnames() == ["models.lock", "SHA256SUMS", "models/keep/keep.bin"]
+        assert [e["name"] for e in json.loads(tar.extractfile("models.lock").read())["models"]] == ["keep"]
+    assert [e["models"] for e in run.events if e["event"].startswith("left out of the bundle")] == [["gone"]], run
+    fresh = tmp_path / "fresh"
+    assert run_seeder("import", str(bundle), "-t", str(fresh)).code == 0
+    rows = json.loads(run_seeder("status", "--json", "-m", str(tmp_path / "none.toml"), "-t", str(fresh)).out)
+    assert [(r["name"], r["state"]) for r in rows] == [("keep", "complete")] and not (fresh / "gone").exists()
+
+    # With no manifest to ask, the bundle carries every model the target records, and names them.
+    run = run_seeder("export", "-o", str(tmp_path / "all.tar"), "-m", str(tmp_path / "none.toml"), "-t", str(target))
+    assert run.code == 0 and sorted(run.events[-1]["models"]) == ["gone", "keep"], run
+    with tarfile.open(tmp_path / "all.tar") as tar:
+        assert {"models/keep/keep.bin", "models/gone/gone.bin"} <= set(tar.getnames())
 
 
 def test_refresh_dry_run_plans_adds_and_removals_per_model(hub, tmp_path):
@@ -342,7 +373,7 @@ def test_verify_reports_stray_files_and_import_says_what_it_replaces(hub, tmp_pa
     target = tmp_path / "t"
     assert run_seeder("-m", str(m), "-t", str(target), hub=hub).code == 0
     bundle = tmp_path / "old.tar"
-    assert run_seeder("export", "-o", str(bundle), "-t", str(target)).code == 0
+    assert run_seeder("export", "-o", str(bundle), "-m", str(m), "-t", str(target)).code == 0
     (target / "a" / "notes.txt").write_text("put here by hand")
     run = run_seeder("verify", "-m", str(m), "-t", str(target))
     assert run.code == 1 and any(e.get("file") == "notes.txt" and e.get("problem") == "stray" for e in run.events)

@@ -257,7 +257,7 @@ def test_import_keeps_the_replaced_version_for_the_grace_period(hub, tmp_path):
     version_a, version_b = _version(first, "w"), _version(second, "w")
     assert version_a != version_b
     bundle = tmp_path / "bundle_b.tar"
-    run = run_seeder("export", "-o", str(bundle), "-t", str(second))
+    run = run_seeder("export", "-o", str(bundle), "-m", str(second.parent / "models.toml"), "-t", str(second))
     assert run.code == 0, run
 
     old = first / ".seeder" / "versions" / "w" / version_a

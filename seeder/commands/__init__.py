@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ..errors import StorageError, UsageError
+from ..resolve import obtain_lock
 from ..settings import Settings
 from ..spec import manifest as manifests
 from ..spec.lock import Lock
@@ -21,6 +22,8 @@ from ..spec.manifest import Manifest
 from ..store import Cache, Target
 from ..store.fs import write_atomic
 from ..store.seeded import Seeded, is_seeded
+from ..store.state import State
+from ..store.verify import installed_lock
 
 if TYPE_CHECKING:
     from ..store.s3 import S3Cache
@@ -41,6 +44,17 @@ def load_manifest(cfg: Settings) -> Manifest:
 
 def target_of(cfg: Settings) -> Target:
     return Target(Path(cfg.target))
+
+
+def checked_lock(cfg: Settings, target: Target, state: State) -> Lock:
+    """What a command that reads the target holds it to: the manifest's lock, which must be current (it
+    resolves nothing), else, with no manifest to ask, what the target records as installed."""
+    if Path(cfg.manifest).exists():
+        return obtain_lock(load_manifest(cfg), target, locked=True, net=None)
+    lock = installed_lock(state)
+    if not lock.models:
+        raise UsageError(f"no manifest at {cfg.manifest} and nothing installed in {target.root}")
+    return lock
 
 
 def caches_of(cfg: Settings) -> list[Cache | Seeded | S3Cache]:

@@ -1,4 +1,4 @@
-"""``seeder export`` and ``seeder import``: a target's models, lock and checksums in one tar
+"""``seeder export`` and ``seeder import``: the models a lock lists, that lock and checksums in one tar
 (zstd when the name ends in .zst), for air-gapped hosts.
 
 Import verifies every byte against the bundled lock in a staging area first, then installs it
@@ -23,8 +23,9 @@ from ..integrity import ContentMismatch, Hasher
 from ..spec.lock import Lock, LockedFile, parse
 from ..store import Cache, Target
 from ..store.fs import copy_hashed, storage_error
-from ..store.verify import installed_lock, verify
-from . import target_of
+from ..store.state import State
+from ..store.verify import verify
+from . import checked_lock, target_of
 
 LOCK_NAME, SUMS_NAME, PREFIX = "models.lock", "SHA256SUMS", "models/"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -54,14 +55,15 @@ class _HashingReader(io.RawIOBase):
         return n
 
 
-def export(target: Target, output: Path) -> int:
-    """Write the bundle; returns the number of files. Files that no longer match their lock abort it."""
-    state = target.read_state()
-    lock = installed_lock(state)
-    if not lock.models:
-        raise UsageError(f"nothing installed in {target.root} to export")
+def export(target: Target, lock: Lock, output: Path, state: State) -> int:
+    """Write the bundle of ``lock``'s models; returns the number of files. A model not installed as the lock
+    pins it, or a file that no longer matches, aborts it."""
     if problems := verify(target, lock, fast=True, state=state):
         raise IntegrityError(f"{target.root} is not intact ({problems[0]}); run seeder first")
+    if left := sorted(name for name in state if lock.get(name) is None):
+        # An import installs whatever a bundle holds: a model the manifest dropped would come back to life.
+        log.info("left out of the bundle: installed, but not in the lock (seeder refresh removes them)",
+                 models=left)
     members = [(m, f) for m in lock.models for f in m.files]
     sums = "".join(f"{state[m.name].sha256(f.path)}  {PREFIX}{m.name}/{f.path}\n" for m, f in members)
     tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
@@ -209,8 +211,11 @@ def _stage(tar, member, file: LockedFile | None, sums: dict[str, str], staging: 
 
 def run(args, cfg, net) -> int:
     if args.command == "export":
-        files = export(target_of(cfg), Path(args.output))
-        log.info("exported", output=args.output, files=files)
+        target = target_of(cfg)
+        state = target.read_state()
+        lock = checked_lock(cfg, target, state)
+        files = export(target, lock, Path(args.output), state)
+        log.info("exported", output=args.output, models=[m.name for m in lock.models], files=files)
     else:
         import_bundle(Path(args.bundle), target_of(cfg), cfg.jobs, cfg.grace).emit()
     return OK

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .. import log
-from ..errors import OK, IntegrityError, UsageError
+from ..errors import OK, IntegrityError
 from ..fmt import count
-from ..resolve import obtain_lock
-from ..store.verify import installed_lock, verify
-from . import load_manifest, target_of
+from ..store.verify import verify
+from . import checked_lock, target_of
 
 
 def run(args, cfg, net) -> int:
     target = target_of(cfg)
     state = target.read_state()
-    if Path(cfg.manifest).exists():
-        lock = obtain_lock(load_manifest(cfg), target, locked=True, net=None)
-    else:
-        lock = installed_lock(state)
-        if not lock.models:
-            raise UsageError(f"no manifest at {cfg.manifest} and nothing installed in {target.root}")
+    lock = checked_lock(cfg, target, state)
     problems = verify(target, lock, fast=args.fast, state=state)
     for p in problems:
         log.error("verify failed", model=p.model, file=p.path, problem=p.kind, detail=p.detail)
