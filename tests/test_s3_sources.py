@@ -113,6 +113,41 @@ def test_a_versioned_bucket_pins_the_version_that_was_locked(store, tmp_path):
     assert (tmp_path / "t" / "m" / "w.bin").read_bytes() == old  # what was locked, not what is latest
 
 
+def test_status_shows_what_pins_an_s3_model_as_its_revision(store, tmp_path):
+    s3 = store.client()
+    s3.create_bucket(Bucket="versioned")
+    s3.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
+    one = blob(10_000, seed=89)
+    version = s3.put_object(Bucket="versioned", Key="one.bin", Body=one)["VersionId"]
+    plain = blob(10_000, seed=90)
+    _put(store, "plain/w.bin", plain)
+    _put(store, "many/a.bin", blob(1_000, seed=91))
+    _put(store, "many/b.bin", blob(1_000, seed=92))
+    m = write_manifest(tmp_path / "models.toml", f"""
+[[models]]
+name = "versioned"
+url = "s3://versioned/one.bin"
+
+[[models]]
+name = "plain"
+url = "s3://{BUCKET}/plain/w.bin"
+
+[[models]]
+name = "many"
+s3 = "s3://{BUCKET}/many/"
+""")
+    target = tmp_path / "t"
+    assert _run(store, "-m", str(m), "-t", str(target)).code == 0
+    run = _run(store, "status", "--json", "-m", str(m), "-t", str(target))
+    assert run.code == 0, run
+    revisions = {r["name"]: r["revision"] for r in json.loads(run.out)}
+    # The version it was locked at; where the bucket keeps none, the ETag; for several objects, the kind.
+    assert revisions == {"versioned": f"version:{version}", "plain": f"etag:{hashlib.md5(plain).hexdigest()}",
+                         "many": "s3"}
+    table = _run(store, "status", "-m", str(m), "-t", str(target)).out.splitlines()
+    assert [line.split()[2] for line in table[1:4]] == [revisions[n] for n in ("versioned", "plain", "many")]
+
+
 def test_a_download_killed_mid_way_resumes(store, tmp_path):
     data = blob(256 << 20, seed=87)
     _put(store, "big/w.bin", data, "meta")

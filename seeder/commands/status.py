@@ -12,7 +12,7 @@ from ..fetch.partial import partial_path, size_on_disk
 from ..fmt import human_bytes
 from ..resolve import current_lock
 from ..spec import manifest as manifests
-from ..spec.lock import Lock
+from ..spec.lock import Lock, LockedModel
 from ..spec.manifest import Manifest
 from ..store import Target
 from ..store import state as states
@@ -47,7 +47,7 @@ def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep
             rows.append(_not_installed(target, name, lock))
             continue
         installed = record.model
-        row = ModelStatus(name, COMPLETE, revision=installed.revision or "url",
+        row = ModelStatus(name, COMPLETE, revision=revision_of(installed),
                           commit=installed.commit, files=len(installed.files),
                           bytes=installed.total_size, installed_at=record.installed_at)
         problems = verify(target, Lock(models=(installed,)), fast=not deep, state=state)
@@ -63,6 +63,19 @@ def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep
     return rows
 
 
+def revision_of(model: LockedModel) -> str:
+    """What the model was asked at: a repo's branch, tag or commit; for one object in a bucket, the
+    version it was locked at (or, where the bucket keeps none, its ETag), as a commit pins a repo."""
+    if model.kind == "repo":
+        return model.revision
+    if model.kind == "s3":
+        only = model.files[0] if len(model.files) == 1 else None
+        if only is not None and only.version_id:
+            return f"version:{only.version_id}"
+        return f"etag:{only.etag}" if only is not None and only.etag else "s3"  # several: the lock pins each
+    return "url"
+
+
 def _not_installed(target: Target, name: str, lock: Lock | None) -> ModelStatus:
     """Missing, or partial with the bytes a running or interrupted download has on disk (it resumes)."""
     model = lock.get(name) if lock else None
@@ -72,7 +85,7 @@ def _not_installed(target: Target, name: str, lock: Lock | None) -> ModelStatus:
                                                               else 0) for f in model.files)
     if not have:
         return ModelStatus(name, MISSING)
-    return ModelStatus(name, PARTIAL, revision=model.revision or "url", commit=model.commit, files=len(model.files),
+    return ModelStatus(name, PARTIAL, revision=revision_of(model), commit=model.commit, files=len(model.files),
                        bytes=model.total_size, detail=f"{human_bytes(have)} of {human_bytes(model.total_size)} "
                        "on disk, not installed yet (seeder resumes it)")
 
