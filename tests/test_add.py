@@ -123,7 +123,7 @@ def test_add_url_names_it_after_the_file(hub, project: Path):
     assert f'[[models]]\nname = "tiny-chat.Q4_K_M"\nurl = "{url}"\nsha256 = "{sha256(data)}"\n' in text
     entry = json.loads(project.with_suffix(".lock").read_text())["models"][-1]
     assert entry["files"] == [{"path": "tiny-chat.Q4_K_M.gguf", "size": 7000, "sha256": sha256(data)}]
-    assert "1 files" in run.out and url in run.out
+    assert "\n  1 file, 6.8 KiB\n" in run.out and url in run.out  # not "1 files"
 
 
 def test_add_creates_a_missing_manifest(hub, tmp_path: Path):

@@ -364,6 +364,7 @@ def test_refresh_dry_run_plans_adds_and_removals_per_model(hub, tmp_path):
     assert plan["a"]["action"] == "remove" and plan["a"]["files"] == 1 and plan["a"]["to"] is None
     keep = run_seeder("refresh", "--dry-run", "--keep-removed", "-m", str(m), "-t", str(target), hub=hub)
     assert [line.split()[:2] for line in keep.out.splitlines()] == [["add", "b"]]
+    assert "1 file, 2.9 KiB" in keep.out, keep.out
 
 
 def test_verify_reports_stray_files_and_import_says_what_it_replaces(hub, tmp_path):

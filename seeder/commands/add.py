@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from .. import log
 from ..errors import OK, RemoteError, UsageError
-from ..fmt import human_bytes
+from ..fmt import count, human_bytes
 from ..resolve import resolve
 from ..settings import Network
 from ..spec import lock as lockfile
@@ -100,7 +100,7 @@ def _defaults(table: dict, manifest: Manifest, net: Network) -> tuple[dict, str,
         raise UsageError(f"{table['repo']} has {len(selection.weights)} .gguf files ({shown}): pick one with "
                          "--include (e.g. --include '*Q4_K_M.gguf'), or take them all with --all-files")
     kept = f"weights as {selection.format}" if selection.format else "no weight files recognised"
-    print(f"{table['name']}: {table['repo']} has {len(listing.files)} files; {kept}, "
+    print(f"{table['name']}: {table['repo']} has {count(len(listing.files), 'file')}; {kept}, "
           "config and tokenizer files (--all-files takes every file)")
     note = f"seeder add: {kept}; {'other weight formats and ' if selection.format else ''}repo docs left out"
     return table | {"exclude": list(selection.exclude)}, note, listing.commit
@@ -116,7 +116,7 @@ def _show_globs(table: dict) -> None:
 def _summary(model: LockedModel, manifest: Path, lock_path: Path) -> None:
     where = f"{model.repo} at {model.revision}, commit {model.commit}" if model.kind == "repo" else model.urls[0]
     print(f"added {model.name!r} to {manifest} and {lock_path}: {where}")
-    print(f"  {len(model.files)} files, {human_bytes(model.total_size)}")
+    print(f"  {count(len(model.files), 'file')}, {human_bytes(model.total_size)}")
     for f in model.files[:LISTED_FILES]:
         print(f"  {human_bytes(f.size):>10}  {f.path}")
     if len(model.files) > LISTED_FILES:

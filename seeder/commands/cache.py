@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import log
 from ..errors import OK, IntegrityError, RemoteError, UsageError
-from ..fmt import human_bytes
+from ..fmt import count, human_bytes
 from ..integrity import ContentMismatch, hash_file
 from ..store import Cache, Target
 from ..store.seeded import Seeded
@@ -43,11 +43,12 @@ def run(args, cfg, net) -> int:
 def _du(cache: Cache | S3Cache) -> None:
     if isinstance(cache, Cache):
         usage = du(cache)
-        print(f"{usage.blobs} files, {human_bytes(usage.bytes)} in {cache.root}"
-              + (f"; {usage.partials} partial downloads, {human_bytes(usage.partial_bytes)}" if usage.partials else ""))
+        print(f"{count(usage.blobs, 'file')}, {human_bytes(usage.bytes)} in {cache.root}"
+              + (f"; {count(usage.partials, 'partial download')}, {human_bytes(usage.partial_bytes)}"
+                 if usage.partials else ""))
         return
     sizes = [size for _, size, _ in cache.listing()]
-    print(f"{len(sizes)} files, {human_bytes(sum(sizes))} in {cache.url}")
+    print(f"{count(len(sizes), 'file')}, {human_bytes(sum(sizes))} in {cache.url}")
 
 
 def _prune(cache: Cache | S3Cache, keep: set[str], keep_days: float | None) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from .. import log
 from ..errors import OK, UsageError
-from ..fmt import human_bytes
+from ..fmt import count, human_bytes
 from ..install import install
 from ..resolve import resolve, save_lock
 from ..spec import lock as lockfile
@@ -91,7 +91,7 @@ def _render(plan: list[dict]) -> str:
     lines = []
     for p in plan:
         revs = f"{(p['from'] or '-')[:12]} -> {(p['to'] or '-')[:12]}"
-        size = f"{p['files']} files, {human_bytes(p['bytes'])}" if p["files"] else ""
+        size = f"{count(p['files'], 'file')}, {human_bytes(p['bytes'])}" if p["files"] else ""
         lines.append(f"{p['action']:<9} {p['model']:<24} {size:<24} {revs}".rstrip())
     return "\n".join(lines)
 
