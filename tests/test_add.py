@@ -4,11 +4,13 @@ model, and change nothing at all when anything goes wrong."""
 from __future__ import annotations
 
 import json
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import blob, run_seeder, sha256, url_entry
+from tests.conftest import ROOT, blob, run_seeder, sha256, url_entry
 
 # A sentence-transformers-like repo: the same weights four times over, plus what a server reads.
 SERVED = {
@@ -95,6 +97,20 @@ def test_add_repo_keeps_one_weight_format_and_every_other_byte(hub, project: Pat
     target = tmp_path / "t" / "mini"
     assert sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()) == sorted(SERVED)
     assert (target / "model.safetensors").read_bytes() == SERVED["model.safetensors"]
+
+
+def test_the_readme_describes_the_exclude_list_seeder_add_writes(hub, project: Path):
+    run = run_seeder("add", "org/mini", "-m", str(project), hub=hub)
+    assert run.code == 0, run
+    text = project.read_text()
+    exclude = tomllib.loads(text)["models"][-1]["exclude"]  # in force, not a comment a parser skips
+    readme = (ROOT / "README.md").read_text()
+    paragraph = " ".join(readme[readme.index("`seeder add` appends"):].split("\n\n")[0].split())
+    named = re.findall(r"`([^`]+)`", paragraph.split("other formats' weights (")[1].split(")")[0])
+    assert named and set(named) <= set(exclude), (named, exclude)
+    note = re.search(r"\(`(# seeder add: [^`…]+)…`\)", paragraph)
+    assert note and re.search(f"\n{re.escape(note.group(1))}[^\n]*\nexclude = \\[", text), text  # just above it
+    assert "commented" not in paragraph  # what it used to say: a commented list would take every format
 
 
 def test_all_files_include_name_and_revision(hub, project: Path):
