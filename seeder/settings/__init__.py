@@ -2,7 +2,7 @@
 
 A value comes from the flag when given, else from the environment, else the default. The CLI
 builds its common options and the ``--help`` environment section from :data:`SETTINGS`; every
-variable goes through one of the parsers below, so a bad value always exits 2 naming it.
+variable goes through one of the parsers in :mod:`.parsers`, so a bad value always exits 2 naming it.
 Imports nothing of seeder but its errors (and the logger, to warn about an unreadable token).
 """
 
@@ -15,101 +15,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import UsageError
+from ..errors import UsageError
+from .parsers import DEFAULT_ENDPOINT, boolean, choice, endpoint, existing_path, listing, number, part_size, size, text
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
 DOCKER_SECRET = Path("/run/secrets/hf_token")
 DEFAULT_CONNECTIONS = 8
 DEFAULT_PART_SIZE = 16 << 20
 DEFAULT_MULTIPART_MIN = 16 << 20
 MAX_CONNECTIONS = 64
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-
-
-# -- parsers: (name, raw text) -> value; anything unusable is a UsageError naming the variable or flag ----
-
-
-def boolean(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise UsageError(f"{name}={raw!r} is not a boolean (1/true/yes/on or 0/false/no/off)")
-
-
-def number(lo: float | None = 0, hi: float | None = None, *, integer: bool = False, above: bool = False):
-    """A parser for numbers in ``[lo, hi]`` (``(lo, hi]`` with ``above``), whole ones with ``integer``."""
-    def parse(name: str, raw: str) -> float | int:
-        try:
-            value = int(raw) if integer else float(raw)
-        except ValueError:
-            raise UsageError(f"{name}={raw!r} is not a {'whole number' if integer else 'number'}") from None
-        if above and value <= lo:
-            raise UsageError(f"{name}={raw!r} must be more than {lo:g} seconds")
-        if lo is not None and value < lo or hi is not None and value > hi:
-            bounds = f"between {lo:g} and {hi:g}" if hi is not None else f"at least {lo:g}"
-            raise UsageError(f"{name}={raw!r} must be {bounds}")
-        return value
-
-    return parse
-
-
-MIN_PART = 64 << 10  # smaller Range parts only multiply requests
-
-
-def size(name: str, raw: str) -> int:
-    """A byte count: ``65536``, ``64K``, ``8M``, ``1G`` (powers of 1024)."""
-    text = raw.strip().lower().removesuffix("ib").removesuffix("b")
-    unit = text[-1:] if text[-1:] in _UNITS else ""
-    try:
-        value = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
-    except ValueError:
-        raise UsageError(f"{name}={raw!r} is not a size (e.g. 65536, 64K, 8M)") from None
-    if value < 1:
-        raise UsageError(f"{name}={raw!r} must be at least 1 byte")
-    return value
-
-
-def part_size(name: str, raw: str) -> int:
-    value = size(name, raw)
-    if value < MIN_PART:
-        raise UsageError(f"{name}={raw!r} must be at least 64K")
-    return value
-
-
-def choice(*values: str):
-    def parse(name: str, raw: str) -> str:
-        if raw.strip().lower() not in values:
-            raise UsageError(f"{name}={raw!r} is not one of {', '.join(values)}")
-        return raw.strip().lower()
-
-    return parse
-
-
-def text(name: str, raw: str) -> str:
-    return raw
-
-
-def listing(name: str, raw: str) -> tuple[str, ...]:
-    """Comma-separated values (a flag given several times adds to the list)."""
-    return tuple(v.strip() for v in raw.split(",") if v.strip())
-
-
-def endpoint(name: str, raw: str) -> str:
-    value = raw.strip().rstrip("/") or DEFAULT_ENDPOINT
-    split = urlsplit(value)
-    if split.scheme not in ("http", "https") or not split.hostname:
-        raise UsageError(f"{name}={value!r} is not an http(s) URL")
-    return value
-
-
-def existing_path(name: str, raw: str) -> str:
-    if not os.path.exists(raw):
-        raise UsageError(f"{name}={raw}: no such file or directory")
-    return raw
 
 
 # -- the table ---------------------------------------------------------------------------------------------
@@ -329,7 +243,7 @@ def read_token(token_file: str | None = None) -> str | None:
             except OSError as e:
                 # Typically a Compose secret (a bind mount) this uid cannot read: say so, or the only
                 # symptom is a 401 later.
-                from . import log
+                from .. import log
 
                 log.warning("cannot read token file; continuing without a token", path=str(candidate),
                             error=e.strerror or str(e))
