@@ -145,6 +145,28 @@ def test_a_zero_timeout_is_refused(variable, tmp_path):
     assert run.code == 2 and "more than 0 seconds" in run.err, run
 
 
+@pytest.mark.parametrize("where, named, ref", [
+    ({"SEEDER_CACHE": "x,$(SEEDER_BUCKET)"}, "SEEDER_CACHE", "$(SEEDER_BUCKET)"),
+    (["--cache", "$(SEEDER_BUCKET)"], "--cache", "$(SEEDER_BUCKET)"),  # a pod's args are expanded as its env is
+    ({"SEEDER_TARGET": "$(MODELS_DIR)/models"}, "SEEDER_TARGET", "$(MODELS_DIR)"),
+    ({"HF_TOKEN": "$(HF_TOKEN_SECRET)"}, "HF_TOKEN", "$(HF_TOKEN_SECRET)"),  # read apart from the table
+], ids=["env", "flag", "target", "token"])
+def test_a_kubernetes_reference_left_unexpanded_exits_2_naming_it(where, named, ref, hub, tmp_path):
+    """Kubernetes leaves ``$(VAR)`` as text when VAR is not in the container's env: taken literally, it made a
+    directory named ``$(SEEDER_BUCKET)`` (or sent it to the hub as the token)."""
+    m = _manifest(hub, tmp_path, size=1000)
+    args = ["-m", str(m), *(where if isinstance(where, list) else [])]
+    env = where if isinstance(where, dict) else {}
+    if "SEEDER_TARGET" not in env:
+        args += ["-t", "t"]
+    run = run_seeder(*args, cwd=tmp_path, env=seeder_env(hub.url, **env))
+    assert run.code == 2, run
+    assert run.events[-1]["event"] == (f"{named}: {ref} was not expanded (Kubernetes leaves $(VAR) as text when "
+                                       "VAR is not defined in the container's env)"), run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models.toml"]  # no cache, no target, nothing named $(
+    assert hub.requests == []
+
+
 def test_help_names_every_flag_and_every_setting_the_code_reads():
     from seeder.cli import COMMANDS
 

@@ -16,7 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import UsageError
-from .parsers import DEFAULT_ENDPOINT, boolean, choice, endpoint, existing_path, listing, number, part_size, size, text
+from .parsers import (DEFAULT_ENDPOINT, boolean, choice, endpoint, existing_path, expanded, listing, number, part_size,
+                      size, text)
 
 DOCKER_SECRET = Path("/run/secrets/hf_token")
 DEFAULT_CONNECTIONS = 8
@@ -47,6 +48,11 @@ class Setting:
     @property
     def repeats(self) -> bool:
         return self.parse is listing
+
+    def read(self, name: str, raw: str) -> Any:
+        """The value of ``raw``, given as ``name`` (the flag or the variable), flags and variables alike: a pod's
+        args are expanded as its env is."""
+        return self.parse(name, expanded(name, raw))
 
 
 S = Setting
@@ -216,13 +222,13 @@ def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | No
             continue
         given = flags.get(s.key)
         if isinstance(given, str):
-            values[s.key] = s.parse(s.flag or s.key, given)
+            values[s.key] = s.read(s.flag or s.key, given)
         elif isinstance(given, list):  # a repeatable flag
-            values[s.key] = tuple(v for raw in given for v in s.parse(s.flag or s.key, raw))
+            values[s.key] = tuple(v for raw in given for v in s.read(s.flag or s.key, raw))
         elif given:  # a switch
             values[s.key] = True
         elif var := next((v for v in s.env if environ.get(v) not in (None, "")), None):
-            values[s.key] = s.parse(var, environ[var])
+            values[s.key] = s.read(var, environ[var])
         else:
             values[s.key] = s.default
     return Settings(**values)
@@ -232,9 +238,9 @@ def read_token(token_file: str | None = None) -> str | None:
     """The hub token: --token-file, HF_TOKEN, HF_TOKEN_FILE, the Docker secret, then huggingface's own token file."""
     if token_file:
         return _read_token_file(Path(token_file), "--token-file")
-    if token := os.environ.get("HF_TOKEN", "").strip():
+    if token := _env("HF_TOKEN").strip():
         return token
-    if env_file := os.environ.get("HF_TOKEN_FILE"):
+    if env_file := _env("HF_TOKEN_FILE"):
         return _read_token_file(Path(env_file), "HF_TOKEN_FILE")
     for candidate in (DOCKER_SECRET, _hf_token_path()):
         if candidate.is_file():
@@ -251,10 +257,15 @@ def read_token(token_file: str | None = None) -> str | None:
 
 
 def _hf_token_path() -> Path:
-    if path := os.environ.get("HF_TOKEN_PATH"):
+    if path := _env("HF_TOKEN_PATH"):
         return Path(path)
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    home = _env("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
     return Path(home) / "token"
+
+
+def _env(name: str) -> str:
+    """A variable the token lookup reads, held to the table's rule on ``$(``."""
+    return expanded(name, os.environ.get(name, ""))
 
 
 def _read_token_file(path: Path, source: str) -> str | None:

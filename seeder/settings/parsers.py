@@ -4,6 +4,7 @@ UsageError naming the variable or flag it came from."""
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlsplit
 
 from ..errors import UsageError
@@ -12,6 +13,17 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 MIN_PART = 64 << 10  # smaller Range parts only multiply requests
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_REFERENCE = re.compile(r"\$\(\w*\)?")  # $(VAR), or as much of one as there is
+
+
+def expanded(name: str, raw: str) -> str:
+    """``raw``, which must hold no ``$(``: Kubernetes expands ``$(VAR)`` in env values and args only when VAR is
+    defined in the container's env, and otherwise leaves the text, which would become a directory, a bucket or a
+    token named ``$(VAR)``. Only the reference is quoted: the rest may be a token."""
+    if found := _REFERENCE.search(raw):
+        raise UsageError(f"{name}: {found.group()} was not expanded (Kubernetes leaves $(VAR) as text when VAR is "
+                         "not defined in the container's env)")
+    return raw
 
 
 def boolean(name: str, raw: str) -> bool:
