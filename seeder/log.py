@@ -89,6 +89,7 @@ class Progress:
         self.total = total
         self.interval = _state["interval"]
         self._bar = None
+        self._moving = threading.Lock()  # the downloads' threads share the bar; tqdm's update is not atomic
         if not _state["json"] and sys.stderr.isatty() and _state["min_level"] <= 20 and total:
             from tqdm import tqdm
 
@@ -101,7 +102,20 @@ class Progress:
 
     def advance(self, n: int) -> None:
         if self._bar is not None:
-            self._bar.update(n)
+            with self._moving:
+                self._bar.update(n)
+
+    def carry(self, n: int) -> None:
+        """Move the bar by ``n`` bytes this run did not transfer: found on disk, or (negative) dropped by a
+        restart. They count in neither the rate nor the ETA."""
+        bar = self._bar
+        if bar is not None:
+            with self._moving:
+                # tqdm's rate is the bytes between two readings (n - last_print_n, smoothed), and before its
+                # first reading n - initial over the time elapsed: moving all three leaves both to this run.
+                bar.n += n
+                bar.last_print_n += n
+                bar.initial += n
 
     def close(self) -> None:
         if self._bar is not None:
@@ -117,8 +131,9 @@ class FileProgress:
         self.start_bytes = 0
 
     def resumed_at(self, offset: int) -> None:
-        """Bytes already on disk count as done, so the bar ends at 100 % (it goes back on a restart)."""
-        self.run.advance(offset - self.done)
+        """Bytes already on disk count as done, so the bar ends at 100 % (it goes back on a restart); the rate
+        counts only what this run transfers."""
+        self.run.carry(offset - self.done)
         self.done = self.start_bytes = offset
 
     def update(self, n: int) -> None:

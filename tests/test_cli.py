@@ -8,14 +8,16 @@ import json
 import os
 import re
 import pty
+import signal
 import struct
 import subprocess
 import sys
 import termios
+import time
 
 import pytest
 
-from tests.conftest import ROOT, blob, run_seeder, seeder_env, url_entry, write_manifest
+from tests.conftest import ROOT, blob, run_seeder, seeder_env, sha256, url_entry, write_manifest
 
 
 def _manifest(hub, tmp_path, size=3 << 20):
@@ -46,14 +48,15 @@ def test_the_progress_bar_counts_resumed_bytes_and_ends_at_100_percent(hub, tmp_
     assert "3.15M/3.15M" in text  # decimal sizes (3,145,728 bytes), like the MB/s beside them
 
 
-def _in_a_terminal(args: list[str], hub) -> str:
+def _in_a_terminal(args: list[str], hub, until=None, **env: str) -> str:
+    """What a run writes to a terminal; with ``until``, the run gets a Ctrl-C once ``until(what it wrote)``."""
     primary, secondary = pty.openpty()
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a fresh pty is 0x0
-    proc = subprocess.Popen([sys.executable, "-m", "seeder", *args], env=seeder_env(hub.url, TERM="xterm"),
+    proc = subprocess.Popen([sys.executable, "-m", "seeder", *args], env=seeder_env(hub.url, TERM="xterm", **env),
                             stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
     os.close(secondary)
-    out = b""
-    while True:
+    out, stopped = b"", False
+    while True:  # to the end, after a Ctrl-C too: a run blocked on a full terminal would never exit
         try:
             chunk = os.read(primary, 65536)
         except OSError:
@@ -61,8 +64,69 @@ def _in_a_terminal(args: list[str], hub) -> str:
         if not chunk:
             break
         out += chunk
-    assert proc.wait(timeout=60) == 0, out[-2000:]
+        if until is not None and not stopped and until(out.decode(errors="replace")):
+            proc.send_signal(signal.SIGINT)
+            stopped = True
+    os.close(primary)
+    assert proc.wait(timeout=60) == (130 if stopped else 0), out[-2000:]
     return out.decode(errors="replace")
+
+
+# A live bar's reading: position/total [elapsed<eta, rate], the rate known (tqdm shows "?" before it is).
+_READING = re.compile(r"\| *([\d.]+)([kMG]?)/([\d.]+)([kMG]?) \[[\d:]+<([\d:]+), ([\d.]+)([kMG]?)B/s\]")
+_SCALE = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9}
+
+
+def _readings(text: str) -> list[tuple[float, float, float, float]]:
+    """(position, total, eta in seconds, rate) of each bar drawn with a rate, in order."""
+    out = []
+    for m in _READING.finditer(text):
+        n, n_unit, total, total_unit, eta, rate, rate_unit = m.groups()
+        seconds = sum(int(x) * 60 ** i for i, x in enumerate(reversed(eta.split(":"))))
+        out.append((float(n) * _SCALE[n_unit], float(total) * _SCALE[total_unit], seconds,
+                    float(rate) * _SCALE[rate_unit]))
+    return out
+
+
+@pytest.mark.parametrize("connections", ["1", "4"], ids=["one-stream", "parts"])
+def test_after_a_resume_the_bar_starts_where_it_stopped_but_rates_only_this_runs_bytes(connections, hub, tmp_path):
+    data = blob(24_000_000, seed=43)
+    url = hub.add_file("big.bin", data)
+    m = write_manifest(tmp_path / "models.toml", url_entry("x", url, data))
+    args = ["-m", str(m), "-t", str(tmp_path / "t")]
+    env = {"SEEDER_CONNECTIONS": connections, "SEEDER_PART_SIZE": str(1 << 20), "SEEDER_MULTIPART_MIN": str(1 << 20)}
+    # A real partial: a third of the file, then a Ctrl-C a second before the rest would have come.
+    hub.throttle_total_bps = 8_000_000
+    proc = subprocess.Popen([sys.executable, "-m", "seeder", *args, "--log-format", "json"],
+                            env=seeder_env(hub.url, **env), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while hub.body_bytes() < len(data) // 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, proc.stderr.read()
+    part = tmp_path / "t" / ".seeder" / "tmp" / f"sha256-{sha256(data)}.part"
+    if connections == "1":
+        kept = part.stat().st_size
+    else:
+        kept = sum(b - a for a, b in json.loads(part.with_name(part.name + ".ranges").read_text())["done"])
+    assert len(data) // 6 <= kept < len(data), kept
+    # The first run's responses end at their next write; until then they would take turns on the slow link.
+    while any(r.finished is None for r in hub.requests) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    # The resume, over a link of 0.5 MB/s, until the bar has shown a rate (the rest would take ~20 s).
+    link = hub.throttle_total_bps = 500_000
+    hub.clear_log()
+    readings = _readings(_in_a_terminal(args, hub, until=lambda text: _readings(text), **env))
+    assert readings
+    position, total, eta, rate = readings[0]
+    assert total == pytest.approx(len(data), rel=0.01) and position >= kept * 0.99, (readings, kept)
+    # A link of 0.5 MB/s serves at most its rate over the 0.1 s tqdm waits between readings, plus a 20 ms slot
+    # per connection: 3x the link is out of reach. Counting the bytes on disk as this run's made it 40-100 MB/s.
+    assert rate <= 3 * link, (readings, kept)
+    assert eta >= (total - position) / (3 * link), (readings, kept)
+    gets = [r for r in hub.requests if r.method == "GET"]
+    assert gets and all(r.range_start is not None for r in gets)  # what came, came as a resume
 
 
 def test_json_when_not_a_terminal_and_quiet_flag(hub, tmp_path):
