@@ -128,13 +128,15 @@ class FileProgress:
         self.run, self.model, self.path, self.size = run, model, path, size
         self.done = 0
         self.started = self.last = time.monotonic()
-        self.start_bytes = 0
+        self.carried = 0  # of done, what this run did not transfer
 
     def resumed_at(self, offset: int) -> None:
         """Bytes already on disk count as done, so the bar ends at 100 % (it goes back on a restart); the rate
         counts only what this run transfers."""
         self.run.carry(offset - self.done)
-        self.done = self.start_bytes = offset
+        # By the change, not the offset: a retry resumes at what this run itself fetched before the drop.
+        self.carried += offset - self.done
+        self.done = offset
 
     def update(self, n: int) -> None:
         self.done += n
@@ -142,7 +144,7 @@ class FileProgress:
         now = time.monotonic()
         if _state["json"] and now - self.last >= self.run.interval:
             self.last = now
-            rate = (self.done - self.start_bytes) / max(now - self.started, 1e-6)
+            rate = (self.done - self.carried) / max(now - self.started, 1e-6)
             eta = (self.size - self.done) / rate if rate > 0 else None
             info("progress", model=self.model, file=self.path, bytes=self.done, total=self.size,
                  rate=round(rate), eta=None if eta is None else round(eta, 1))

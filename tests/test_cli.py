@@ -14,6 +14,7 @@ import subprocess
 import sys
 import termios
 import time
+from datetime import datetime
 
 import pytest
 
@@ -149,6 +150,26 @@ def test_json_progress_events_carry_bytes_rate_and_eta(hub, tmp_path):
     assert progress and {"model", "file", "bytes", "total", "rate", "eta"} <= set(progress[0])
     summary = run.events[-1]
     assert {"files", "bytes_downloaded", "bytes_reused", "seconds", "throughput"} <= set(summary)
+
+
+def test_json_progress_after_a_retry_rates_every_byte_this_run_moved(hub, tmp_path):
+    """A dropped connection resumes with a Range request: the bytes before it are this run's too, and the rate
+    that left them out (counting from the retry over the whole run's time) fell to half and less."""
+    data = blob(8_000_000, seed=44)
+    url = hub.add_file("big.bin", data)
+    m = write_manifest(tmp_path / "models.toml", url_entry("x", url, data))
+    hub.throttle_total_bps = 2_000_000
+    hub.add_fault("big.bin", "reset", at=len(data) // 2)
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub, SEEDER_CONNECTIONS="1",
+                     SEEDER_PROGRESS_INTERVAL="0.2")
+    assert run.code == 0 and not hub.unfired_faults(), run
+    assert [r.range_start for r in hub.requests if r.method == "GET"][1] > 0  # the retry resumed
+    # Each event's rate is bytes over the time since the file began, so bytes / rate leads every event back to
+    # that same start (within the moment between the reading and its timestamp).
+    starts = [datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp() - e["bytes"] / e["rate"]
+              for e in run.events if e["event"] == "progress" and e["rate"]]
+    after = [e for e in run.events if e["event"] == "progress" and e["bytes"] > len(data) // 2]
+    assert after and max(starts) - min(starts) < 0.5, (starts, run.events)
 
 
 def test_bad_flags_exit_2_with_one_line(tmp_path):
