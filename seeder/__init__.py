@@ -23,13 +23,16 @@ def check(models_dir: str | Path, *, fast: bool = True):
 
 
 def installed(models_dir: str | Path) -> list[dict]:
-    """The installed models as recorded: name, kind, repo/urls, revision, commit, files with size and sha256."""
+    """The installed models as recorded: name, kind, repo/urls, revision, commit, files with size and sha256,
+    and the directory a reader opens (``path``: ``<dir>/<name>``, or a snapshot in the hf-cache layout)."""
     from .store import Target
 
     out = []
-    for name, record in sorted(Target(Path(models_dir)).read_state().items()):
+    target = Target(Path(models_dir))
+    for name, record in sorted(target.read_state().items()):
         entry = record.model.to_json()
         entry["installed_at"] = record.installed_at
+        entry["path"] = str(target.path_of(record.model))
         entry["files"] = [{**f, "sha256": record.sha256(f["path"])} for f in entry["files"]]
         out.append(entry)
     return out

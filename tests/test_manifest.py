@@ -16,6 +16,9 @@ SHA = "a" * 64
 CASES = {
     "toml syntax": ("[[models]\nname = 'x'", None, "invalid TOML"),
     "unknown top-level key": ("colour = 1", None, "colour"),
+    "unknown layout": ("layout = 'flat'", None, "'flat'"),
+    "hub in the hf-cache layout": ("layout = 'hf-cache'\n[[models]]\nname='hub'\nrepo='o/r'", ("hub", "name"),
+                                   "own directory"),
     "unknown key": ("[[models]]\nname='a'\nrepo='o/r'\nbranch='x'", ("a", "branch"), "unknown key"),
     "url key on repo": ("[[models]]\nname='a'\nrepo='o/r'\nsha256='%s'" % SHA, ("a", "sha256"), "only valid with 'url'"),
     "missing name": ("[[models]]\nrepo='o/r'", ("#1", "name"), "missing"),

@@ -34,11 +34,11 @@ def installed_target(root: Path, *models: LockedModel) -> tuple[Target, Lock]:
     state = {}
     for model in models:
         for file in model.files:
-            path = target.version_dir(model) / file.path
+            path = target.layout.version_dir(model) / file.path
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(A if file.path == "w.bin" else B)
         state[model.name] = target.record(model, {})
-        target.publish(model)
+        target.publish(model, [model])
     target.write_state(state)
     lock = Lock(models=models)
     target.write_marker(lock)
@@ -68,7 +68,7 @@ def test_no_marker_or_another_locks_marker_is_not_complete(tmp_path: Path):
 def test_a_file_changed_since_install_makes_the_target_incomplete(tmp_path: Path):
     model = locked_model()
     target, lock = installed_target(tmp_path / "t", model)
-    path = target.visible("m", "w.bin")
+    path = (target.root / "m" / "w.bin")
     st = path.stat()
     path.write_bytes(b"WEIGHTS v1")  # same size, same inode: only the mtime tells, and by a nanosecond
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
@@ -93,7 +93,7 @@ def test_is_complete_checks_every_model(tmp_path: Path):
     one, two = locked_model("one"), locked_model("two")
     target, lock = installed_target(tmp_path / "t", one, two)
     assert target.is_complete(lock)
-    target.visible("two", "w.bin").unlink()
+    (target.root / "two" / "w.bin").unlink()
     assert not target.is_complete(lock)
 
 
@@ -101,7 +101,7 @@ def test_record_stamps_the_files_and_keeps_the_digests_given(tmp_path: Path):
     model = locked_model()
     target, _ = installed_target(tmp_path / "t", model)
     rec = target.record(model, {"w.bin": "computed"})
-    st = (target.version_dir(model) / "w.bin").stat()
+    st = (target.layout.version_dir(model) / "w.bin").stat()
     assert rec.files["w.bin"] == FileRecord(stamp=(st.st_size, st.st_mtime_ns, st.st_ino), sha256="computed")
     assert rec.files["sub/c.json"].sha256 == sha256(B)  # not given: the lock's
     assert rec.model == model
@@ -110,7 +110,7 @@ def test_record_stamps_the_files_and_keeps_the_digests_given(tmp_path: Path):
 def test_record_of_a_vanished_file_is_a_storage_error(tmp_path: Path):
     model = locked_model()
     target, _ = installed_target(tmp_path / "t", model)
-    (target.version_dir(model) / "w.bin").unlink()
+    (target.layout.version_dir(model) / "w.bin").unlink()
     with pytest.raises(StorageError, match="vanished during install"):
         target.record(model, {})
 
@@ -118,7 +118,7 @@ def test_record_of_a_vanished_file_is_a_storage_error(tmp_path: Path):
 def test_publish_points_a_relative_link_at_the_version_and_leaves_nothing_behind(tmp_path: Path):
     model = locked_model()
     target, _ = installed_target(tmp_path / "t", model)
-    link = target.visible("m")
+    link = (target.root / "m")
     assert os.readlink(link) == f".seeder/versions/m/{model.version}"
     assert (link / "w.bin").read_bytes() == A
     assert list(target.tmp.iterdir()) == []
@@ -127,9 +127,9 @@ def test_publish_points_a_relative_link_at_the_version_and_leaves_nothing_behind
 def test_publish_swaps_the_link_to_the_new_version(tmp_path: Path):
     old, new = locked_model(), locked_model(a=b"weights v2")
     target, _ = installed_target(tmp_path / "t", old)
-    target.version_dir(new).mkdir(parents=True)
-    target.publish(new)
-    assert os.readlink(target.visible("m")) == f".seeder/versions/m/{new.version}"
+    target.layout.version_dir(new).mkdir(parents=True)
+    target.publish(new, [new])
+    assert os.readlink((target.root / "m")) == f".seeder/versions/m/{new.version}"
     assert list(target.tmp.iterdir()) == []
 
 
@@ -137,21 +137,21 @@ def test_publish_replaces_a_dangling_link_and_a_leftover_temporary_link(tmp_path
     model = locked_model()
     target, _ = installed_target(tmp_path / "t", model)
     os.symlink("nowhere", target.tmp / f"link-m-{os.getpid()}")  # a run with our pid died mid-publish
-    target.visible("m").unlink()
-    os.symlink(".seeder/versions/m/gone", target.visible("m"))
-    target.publish(model)
-    assert os.readlink(target.visible("m")) == f".seeder/versions/m/{model.version}"
+    (target.root / "m").unlink()
+    os.symlink(".seeder/versions/m/gone", (target.root / "m"))
+    target.publish(model, [model])
+    assert os.readlink((target.root / "m")) == f".seeder/versions/m/{model.version}"
 
 
 @pytest.mark.parametrize("kind", ["dir", "file"])
 def test_publish_refuses_to_replace_what_seeder_did_not_make(kind, tmp_path: Path):
     model = locked_model()
     target, _ = installed_target(tmp_path / "t", model)
-    link = target.visible("m")
+    link = (target.root / "m")
     link.unlink()
     link.mkdir() if kind == "dir" else link.write_bytes(b"mine")
     with pytest.raises(UsageError, match="not managed by seeder"):
-        target.publish(model)
+        target.publish(model, [model])
     assert link.is_dir() if kind == "dir" else link.read_bytes() == b"mine"
 
 
@@ -160,13 +160,13 @@ def test_publish_that_cannot_write_is_a_storage_error(tmp_path: Path):
     target, _ = installed_target(tmp_path / "t", model)
     target.tmp.rmdir()
     with pytest.raises(StorageError):
-        target.publish(model)
+        target.publish(model, [model])
 
 
 def test_check_inside_accepts_paths_below_the_versions_even_not_yet_made(tmp_path: Path):
     target, _ = installed_target(tmp_path / "t", locked_model())
-    target.check_inside(target.versions / "m")
-    target.check_inside(target.versions / "new" / "v" / "deep" / "file.bin")
+    target.check_inside(locked_model(), target.versions / "m")
+    target.check_inside(locked_model(), target.versions / "new" / "v" / "deep" / "file.bin")
 
 
 @pytest.mark.parametrize("where", ["model", "deeper"])
@@ -178,7 +178,7 @@ def test_check_inside_refuses_a_planted_symlink_out(where, tmp_path: Path):
     os.symlink(outside, planted)
     path = planted / "v" / "file.bin" if where == "deeper" else planted
     with pytest.raises(StorageError, match="resolves outside"):
-        target.check_inside(path)
+        target.check_inside(locked_model(), path)
     assert list(outside.iterdir()) == []
 
 
@@ -191,11 +191,11 @@ def test_check_inside_refuses_what_would_lead_out_once_created(how, tmp_path: Pa
     else:
         path = target.versions / "new" / ".." / ".." / ".." / "escaped" / "file.bin"
     with pytest.raises(StorageError, match="resolves outside"):
-        target.check_inside(path)
+        target.check_inside(locked_model(), path)
 
 
 def test_check_inside_refuses_a_path_that_only_exists_outside(tmp_path: Path):
     target = Target(tmp_path / "t")
     target.ensure()
     with pytest.raises(StorageError):
-        target.check_inside(tmp_path / "elsewhere" / "x")
+        target.check_inside(locked_model(), tmp_path / "elsewhere" / "x")

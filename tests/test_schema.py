@@ -88,12 +88,13 @@ def test_the_schema_knows_exactly_the_keys_the_parser_accepts():
     assert model["required"] == ["name"]
     branches = {b["required"][0]: set(b["properties"]) for b in model["oneOf"]}
     assert branches == {kind: manifest._COMMON_KEYS | keys for kind, keys in kinds.items()}
-    assert set(SCHEMA["properties"]) == {"models"} and SCHEMA["additionalProperties"] is False
+    assert set(SCHEMA["properties"]) == manifest._TOP_KEYS and SCHEMA["additionalProperties"] is False
+    assert SCHEMA["properties"]["layout"]["enum"] == list(manifest.LAYOUTS)
 
 
 # test_manifest's rejected manifests that JSON Schema cannot reject: no TOML to check, a uniqueness
-# across array items, a bracket count.
-INEXPRESSIBLE = {"toml syntax", "duplicate name", "bad glob"}
+# across array items, a bracket count, a name reserved by the top-level layout.
+INEXPRESSIBLE = {"toml syntax", "duplicate name", "bad glob", "hub in the hf-cache layout"}
 
 
 @pytest.mark.parametrize("case", sorted(set(CASES) - INEXPRESSIBLE))

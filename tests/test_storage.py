@@ -52,11 +52,10 @@ def test_disk_filling_up_mid_download_exits_4_then_resumes(hub, small_fs, tmp_pa
     while time.monotonic() < deadline and (not part.exists() or part.stat().st_size < 512 << 10):
         time.sleep(0.02)
     filler = small_fs / "filler"  # another writer takes the rest of the disk
-    with open(filler, "wb") as fh:
+    with open(filler, "wb", buffering=0) as fh:  # unbuffered: a short last write leaves nothing to flush at close
         try:
             while True:
                 fh.write(b"\0" * (64 << 10))
-                fh.flush()
         except OSError:
             pass
     _, err = proc.communicate(timeout=60)

@@ -30,14 +30,14 @@ def test_an_intact_target_has_no_problem_fast_or_full(tmp_path: Path):
 
 def test_a_missing_file(tmp_path: Path):
     target, lock = installed_target(tmp_path / "t", locked_model())
-    target.visible("m", "w.bin").unlink()
+    (target.root / "m" / "w.bin").unlink()
     assert _kinds(verify(target, lock)) == [("m", "w.bin", "missing")]
     assert _kinds(verify(target, lock, fast=True)) == [("m", "w.bin", "missing")]
 
 
 def test_a_file_of_another_size(tmp_path: Path):
     target, lock = installed_target(tmp_path / "t", locked_model())
-    target.visible("m", "w.bin").write_bytes(A + b"!")
+    (target.root / "m" / "w.bin").write_bytes(A + b"!")
     problems = verify(target, lock, fast=True)
     assert _kinds(problems) == [("m", "w.bin", "size")]
     assert problems[0].detail == f"size {len(A) + 1}, expected {len(A)}"
@@ -45,7 +45,7 @@ def test_a_file_of_another_size(tmp_path: Path):
 
 def test_same_size_wrong_bytes_only_a_full_check_sees(tmp_path: Path):
     target, lock = installed_target(tmp_path / "t", locked_model())
-    target.visible("m", "w.bin").write_bytes(A.upper())
+    (target.root / "m" / "w.bin").write_bytes(A.upper())
     assert verify(target, lock, fast=True) == []
     problems = verify(target, lock)
     assert _kinds(problems) == [("m", "w.bin", "checksum")]
@@ -56,7 +56,7 @@ def test_same_size_wrong_bytes_only_a_full_check_sees(tmp_path: Path):
 
 def test_an_unreadable_file_of_the_right_size(tmp_path: Path):
     target, _ = installed_target(tmp_path / "t", locked_model())
-    directory = target.visible("m", "dir.bin")
+    directory = (target.root / "m" / "dir.bin")
     directory.mkdir()  # stat gives a size, open fails
     model = LockedModel(name="m", fingerprint="f", kind="repo", repo="org/m", revision="main", commit="c" * 40,
                         files=(LockedFile(path="dir.bin", size=directory.stat().st_size, sha256=sha256(b"")),))
@@ -81,7 +81,7 @@ def test_not_installed_and_stale(tmp_path: Path):
 def test_a_model_not_installed_does_not_hide_the_next_ones_problems(tmp_path: Path):
     model = locked_model()
     target, _ = installed_target(tmp_path / "t", model)
-    target.visible("m", "w.bin").unlink()
+    (target.root / "m" / "w.bin").unlink()
     problems = verify(target, Lock(models=(locked_model("absent"), model)))
     assert _kinds(problems) == [("absent", None, "not-installed"), ("m", "w.bin", "missing")]
 
@@ -97,13 +97,13 @@ def test_the_apps_fast_check_starts_no_thread_pool(tmp_path: Path):
 
 def test_a_recorded_model_whose_link_is_gone_is_not_installed(tmp_path: Path):
     target, lock = installed_target(tmp_path / "t", locked_model())
-    target.visible("m").unlink()
+    (target.root / "m").unlink()
     assert _kinds(verify(target, lock)) == [("m", None, "not-installed")]
 
 
 def test_stray_files_and_links_are_named_in_order(tmp_path: Path):
     target, lock = installed_target(tmp_path / "t", locked_model())
-    root = target.visible("m")
+    root = (target.root / "m")
     (root / "zz.txt").write_text("mine")
     (root / "sub" / "aa.bin").write_text("mine")
     os.symlink("w.bin", root / "link")
@@ -115,8 +115,8 @@ def test_stray_files_and_links_are_named_in_order(tmp_path: Path):
 def test_problems_of_files_come_largest_first(tmp_path: Path):
     # The lock lists w.bin first; sub/c.json is locked larger, so only sorting puts it first.
     target, lock = installed_target(tmp_path / "t", locked_model(b=B * 3))
-    target.visible("m", "w.bin").unlink()
-    target.visible("m", "sub/c.json").unlink()
+    (target.root / "m" / "w.bin").unlink()
+    (target.root / "m" / "sub/c.json").unlink()
     big, small = sorted(lock.models[0].files, key=lambda f: -f.size)
     assert [p.path for p in verify(target, lock)] == [big.path, small.path]
     assert [p.path for p in verify(target, lock, fast=True)] == [big.path, small.path]
@@ -132,5 +132,5 @@ def test_the_installed_lock_is_what_the_state_records(tmp_path: Path):
     one, two = locked_model("one"), locked_model("two", b=B.upper())
     target, lock = installed_target(tmp_path / "t", one, two)
     assert installed_lock(target.read_state()) == lock
-    target.visible("two", "sub/c.json").unlink()
+    (target.root / "two" / "sub/c.json").unlink()
     assert _kinds(check(target.root)) == [("two", "sub/c.json", "missing")]

@@ -113,9 +113,11 @@ def _show_globs(table: dict) -> None:
         sys.stdout.flush()  # before resolving: the choice is on screen while the hub answers
 
 
-def _summary(model: LockedModel, manifest: Path, lock_path: Path) -> None:
+def _summary(model: LockedModel, manifest: Path, lock_path: Path, layout: str) -> None:
     where = f"{model.repo} at {model.revision}, commit {model.commit}" if model.kind == "repo" else model.urls[0]
     print(f"added {model.name!r} to {manifest} and {lock_path}: {where}")
+    if layout == "hf-cache" and model.kind == "repo":
+        print(f"  apps load it by id, {model.repo!r}, with HF_HOME=<target> and HF_HUB_OFFLINE=1")
     print(f"  {count(len(model.files), 'file')}, {human_bytes(model.total_size)}")
     for f in model.files[:LISTED_FILES]:
         print(f"  {human_bytes(f.size):>10}  {f.path}")
@@ -160,6 +162,6 @@ def run(args, cfg, net) -> int:
     lock = Lock(models=tuple(e for m in manifest.models if (e := fresh.get(m.name) or current.get(m.name))))
     write_edit(path, new_text, lock_path, lock, adding=True)
     log.info("model added", model=name, path=str(path), lock=str(lock_path))
-    _summary(fresh[name], path, lock_path)
+    _summary(fresh[name], path, lock_path, manifest.layout)
     return OK
 

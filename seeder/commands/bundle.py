@@ -25,7 +25,7 @@ from ..store import Cache, Target
 from ..store.fs import copy_hashed, storage_error
 from ..store.state import State
 from ..store.verify import verify
-from . import checked_lock, target_of
+from . import checked_lock, load_manifest, target_of
 
 LOCK_NAME, SUMS_NAME, PREFIX = "models.lock", "SHA256SUMS", "models/"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -78,7 +78,7 @@ def export(target: Target, lock: Lock, output: Path, state: State) -> int:
                     info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
                     tar.addfile(info, io.BytesIO(data))
                 for model, file in members:
-                    path = target.visible(model.name, file.path)
+                    path = target.path_of(model, file.path)
                     info = tarfile.TarInfo(f"{PREFIX}{model.name}/{file.path}")
                     info.size, info.mode, info.mtime = file.size, 0o644, int(path.stat().st_mtime)
                     with open(path, "rb") as fh:
@@ -122,15 +122,16 @@ def _open_input(path: Path):
     return raw, raw
 
 
-def import_bundle(path: Path, target: Target, jobs: int, grace: float) -> Summary:
-    """Verify the whole bundle into staging, then install it like a refresh, with no network."""
+def import_bundle(path: Path, target: Target, jobs: int, grace: float, layout: str | None = None) -> Summary:
+    """Verify the whole bundle into staging, then install it like a refresh, with no network, in the
+    manifest's ``layout`` (None: the target's own)."""
     target.ensure()
     staging = Cache(target.meta / f"import-{os.getpid()}")
     staging.ensure()
     try:
         lock = _unpack_verified(path, staging)
         _say_what_it_replaces(target, lock)
-        return install(lock, target, caches=[staging], jobs=jobs, grace=grace, record_lock=True)
+        return install(lock, target, caches=[staging], jobs=jobs, grace=grace, record_lock=True, layout=layout)
     finally:
         shutil.rmtree(staging.root, ignore_errors=True)
 
@@ -217,5 +218,6 @@ def run(args, cfg, net) -> int:
         files = export(target, lock, Path(args.output), state)
         log.info("exported", output=args.output, models=[m.name for m in lock.models], files=files)
     else:
-        import_bundle(Path(args.bundle), target_of(cfg), cfg.jobs, cfg.grace).emit()
+        layout = load_manifest(cfg).layout if Path(cfg.manifest).is_file() else None
+        import_bundle(Path(args.bundle), target_of(cfg), cfg.jobs, cfg.grace, layout).emit()
     return OK

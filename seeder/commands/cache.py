@@ -82,7 +82,7 @@ def _push(cache: Cache | S3Cache, target: Target) -> None:
             if cache.exists(file):
                 present += 1
                 continue
-            path = target.visible(model.name, file.path)
+            path = target.path_of(model, file.path)
             try:
                 sha256 = hash_file(path, file).check()  # only verified bytes go into a shared cache
             except (ContentMismatch, OSError) as e:

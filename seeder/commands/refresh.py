@@ -115,7 +115,7 @@ def run(args, cfg, net) -> int:
         return CHANGES if would and args.exit_code else OK
     save_lock(new, lockfile.lock_path_for(manifest.path), target)
     summary = install(new, target, caches=caches_of(cfg), net=net, parts=cfg.parts(), jobs=cfg.jobs, grace=cfg.grace,
-                      remove_unlisted=not args.keep_removed)
+                      remove_unlisted=not args.keep_removed, layout=manifest.layout)
     summary.seconds = time.monotonic() - started
     summary.emit()
     return OK

@@ -18,11 +18,11 @@ def run(args, cfg, net) -> int:
     if not manifest.models:
         log.warning("the manifest lists no models: nothing to do", path=str(manifest.path))
     lock = obtain_lock(manifest, target, locked=cfg.locked, net=net, committed=cfg.locked)
-    if target.is_complete(lock):
+    if target.recorded_layout() == manifest.layout and target.is_complete(lock):
         summary = Summary.warm(lock)
     else:
         summary = install(lock, target, caches=caches_of(cfg), net=net, parts=cfg.parts(), jobs=cfg.jobs,
-                          grace=cfg.grace, unless_complete=True)
+                          grace=cfg.grace, unless_complete=True, layout=manifest.layout)
     summary.seconds = time.monotonic() - started
     summary.emit()
     return OK

@@ -43,7 +43,7 @@ def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep
     for name in names:
         record = state.get(name)
         spec = manifest.get(name) if manifest else None
-        if record is None or not target.visible(name).exists():
+        if record is None or not target.path_of(record.model).exists():
             rows.append(_not_installed(target, name, lock))
             continue
         installed = record.model
@@ -81,7 +81,7 @@ def _not_installed(target: Target, name: str, lock: Lock | None) -> ModelStatus:
     model = lock.get(name) if lock else None
     if model is None:
         return ModelStatus(name, MISSING)
-    have = sum(size_on_disk(partial_path(target.tmp, f)) + (f.size if (target.version_dir(model) / f.path).exists()
+    have = sum(size_on_disk(partial_path(target.tmp, f)) + (f.size if target.file_path(model, f).exists()
                                                               else 0) for f in model.files)
     if not have:
         return ModelStatus(name, MISSING)

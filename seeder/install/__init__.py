@@ -28,18 +28,21 @@ __all__ = ["Summary", "install"]
 
 def install(lock: Lock, target: Target, *, caches: Sequence[Cache | S3Cache] = (), net: Network | None = None,
             parts: Parts | None = None, jobs: int = 4, grace: float = 0.0, remove_unlisted: bool = False,
-            record_lock: bool = False, unless_complete: bool = False) -> Summary:
+            record_lock: bool = False, unless_complete: bool = False, layout: str | None = None) -> Summary:
     """Bring ``target`` to exactly ``lock``.
 
     ``caches`` are looked up in order (local directories and ``s3://`` buckets); the first local one
     is where downloads land. ``net`` None or offline: nothing comes from the origin, and a file in
     neither the target nor a cache is an error. ``record_lock`` keeps the lock in the target's state,
     for a target filled from a bundle. ``unless_complete``: do nothing if, once the flock is ours,
-    another seeder has completed the same lock meanwhile.
+    another seeder has completed the same lock meanwhile. ``layout``: the manifest's (None: the
+    target's own, for a run without a manifest).
     """
     from .installer import Installer  # the download engine loads only when a target needs work
 
     with target.exclusive():
+        if layout is not None:
+            target.adopt(layout)
         if unless_complete and target.is_complete(lock):
             return Summary.warm(lock)
         for cache in caches:

@@ -33,6 +33,7 @@ class Installer:
         self.state = target.read_state()
         self.summary = Summary()
         self.published: list[LockedModel] = []
+        self.installed: list[LockedModel] = []  # what the target holds once the run is done
         self._per_digest: dict[str, threading.Lock] = {}
         self._mutex = threading.Lock()
         self.sha256s: dict[tuple[str, str], str] = {}
@@ -46,7 +47,7 @@ class Installer:
         for record in self.state.values():
             for file in record.model.files:
                 rec = record.files[file.path]
-                path = self.target.version_dir(record.model) / file.path
+                path = self.target.file_path(record.model, file)
                 if stamp(path) == rec.stamp:
                     index[file.digest] = (path, rec.sha256)
         return index
@@ -67,6 +68,7 @@ class Installer:
         self._check_space(missing, [(f, source) for m, f, source in absent if source is not None])
         errors, failed = self._run_all(todo, sum(f.size for m, f in missing))
         self.published = [m for m in lock.models if m.name not in failed]
+        self.installed = list(lock.models)
         for model in self.published:
             self._install(model)
         self.summary.files = len(todo)
@@ -137,8 +139,8 @@ class Installer:
 
     def _place(self, model: LockedModel, file: LockedFile, have: Source | None, progress) -> None:
         key = (model.name, file.path)
-        final = self.target.version_dir(model) / file.path
-        self.target.check_inside(final.parent)
+        final = self.target.file_path(model, file)
+        self.target.check_inside(model, final.parent)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -229,26 +231,26 @@ class Installer:
         self.state[model.name] = self.target.record(model, sha256s)
         self.target.write_state(self.state)
         failpoints.hit("recorded")
-        self.target.publish(model)
+        self.target.publish(model, self.installed)
 
     def remove_unlisted(self, lock: Lock) -> None:
         """Unpublish and delete models the target has and ``lock`` no longer lists."""
         for name in sorted(set(self.state) - {m.name for m in lock.models}):
-            self.target.remove_model(name)
+            self.target.remove_model(self.state[name].model, list(lock.models))
             del self.state[name]
             log.info("removed", model=name)
         self.target.write_state(self.state)
 
     def prune(self, grace: float) -> None:
         """Delete versions this run replaced, after a grace period for readers that resolved the old link."""
-        old = [m for m in self.published if self.target.old_versions(m)]
+        old = [m for m in self.published if self.target.old_versions(m, self.installed)]
         if not old:
             return
         if grace > 0:
             log.info("keeping replaced versions for readers", models=[m.name for m in old], seconds=grace)
             time.sleep(grace)
         for model in old:
-            self.target.prune_versions(model)
+            self.target.prune_versions(model, self.installed)
 
 
 def _hardlinked(source: Path, link: Path) -> bool:

@@ -80,10 +80,16 @@ class ModelSpec:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
+LAYOUTS = ("plain", "hf-cache")
+_TOP_KEYS = {"layout", "models"}
+
+
 @dataclass(frozen=True)
 class Manifest:
     path: Path
     models: tuple[ModelSpec, ...] = field(default_factory=tuple)
+    layout: str = "plain"
+    """How the target arranges files: ``plain`` (``<target>/<name>/``) or ``hf-cache`` (an ``HF_HOME``)."""
 
     def get(self, name: str) -> ModelSpec | None:
         return next((m for m in self.models if m.name == name), None)
@@ -106,9 +112,12 @@ def load(path: Path) -> Manifest:
 
 
 def parse(data: dict, path: Path) -> Manifest:
-    unknown = set(data) - {"models"}
+    unknown = set(data) - _TOP_KEYS
     if unknown:
-        raise ManifestError(path, f"unknown top-level key {sorted(unknown)[0]!r} (expected only [[models]])")
+        raise ManifestError(path, f"unknown top-level key {sorted(unknown)[0]!r} (expected layout and [[models]])")
+    layout = data.get("layout", "plain")
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        raise ManifestError(path, f"layout = {layout!r}: expected one of {', '.join(map(repr, LAYOUTS))}")
     models = data.get("models", [])
     if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
         raise ManifestError(path, "'models' must be an array of tables ([[models]])")
@@ -118,9 +127,12 @@ def parse(data: dict, path: Path) -> Manifest:
         spec = _parse_model(entry, index, path)
         if spec.name in seen:
             raise ManifestError(path, "duplicate name", spec.name, "name")
+        if layout == "hf-cache" and spec.name == "hub":
+            raise ManifestError(path, "'hub' is the hf-cache layout's own directory: choose another name",
+                                spec.name, "name")
         seen.add(spec.name)
         specs.append(spec)
-    return Manifest(path=path, models=tuple(specs))
+    return Manifest(path=path, models=tuple(specs), layout=layout)
 
 
 def _parse_model(entry: dict, index: int, path: Path) -> ModelSpec:

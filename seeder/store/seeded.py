@@ -29,7 +29,7 @@ class Seeded:
             target, index = Target(self.root), {}
             for record in target.read_state().values():
                 for file in record.model.files:
-                    index.setdefault(file.digest, target.version_dir(record.model) / file.path)
+                    index.setdefault(file.digest, target.file_path(record.model, file))
             self._index = index
         return self._index
 

@@ -1,16 +1,18 @@
-"""The target directory and the optional content-addressed cache: layout, state, atomic installs.
+"""The target directory: state, stamps, the flock, atomic installs; where files go is its layout's.
 
-Layout of a target::
+A target::
 
-    <target>/<name>                  symlink -> .seeder/versions/<name>/<version>
-    <target>/.seeder/versions/...    complete, verified file trees, one per model version
+    <target>/<name>                  plain layout: symlink -> .seeder/versions/<name>/<version>
+    <target>/hub/models--<org>--<name>/   hf-cache layout: hub models as huggingface_hub lays them out
+    <target>/.seeder/versions/...    complete, verified file trees, one per model version (plain)
     <target>/.seeder/tmp/            partial downloads (never at a final path)
     <target>/.seeder/state.json      what is installed, with size/mtime/inode stamps
+    <target>/.seeder/layout          the layout the target was seeded with (absent: plain)
     <target>/.seeder/complete        digest of the lock last fully installed, written last
     <target>/.seeder/lock            the target's flock: one writer at a time
 
-The visible name is a relative symlink swapped by rename, so a reader sees one
-complete version or the other, and it resolves inside any container mount.
+A model becomes visible in one atomic step (a symlink or a ref replaced by rename), so a reader sees
+one complete version or the other; links are relative, so they resolve inside any container mount.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import failpoints
 from ..errors import StorageError, UsageError
-from ..spec.lock import Lock, LockedModel
+from ..spec.lock import Lock, LockedFile, LockedModel
 from . import state as states
-from .fs import flocked, fsync_dir, stamp, storage_error, write_atomic
+from .fs import flocked, stamp, storage_error, write_atomic
+from .hf_layout import HfCache
+from .layout import LAYOUTS, PLAIN, Plain
 from .state import FileRecord, ModelRecord, State
 
 
@@ -43,6 +46,18 @@ class Target:
         self.state_file = self.meta / "state.json"
         self.marker = self.meta / "complete"
         self.lock_copy = self.meta / "models.lock"
+        self.layout_file = self.meta / "layout"
+        self.layout = self._layout(self.recorded_layout())
+
+    def _layout(self, name: str) -> Plain | HfCache:
+        return HfCache(self.root, self.meta) if name == "hf-cache" else Plain(self.root, self.meta)
+
+    def recorded_layout(self) -> str:
+        try:
+            name = self.layout_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            return PLAIN
+        return name if name in LAYOUTS else PLAIN
 
     # -- reading (no side effects: used by the warm path and by apps) --
 
@@ -50,11 +65,13 @@ class Target:
         """What is installed. Missing or damaged records are left out: they only cost a re-check on disk."""
         return states.read(self.state_file)
 
-    def visible(self, name: str, path: str = "") -> Path:
-        return self.root / name / path if path else self.root / name
+    def path_of(self, model: LockedModel, path: str = "") -> Path:
+        """What a reader opens: the model's directory, or one of its files."""
+        return self.layout.path_of(model, path)
 
-    def version_dir(self, model: LockedModel) -> Path:
-        return self.versions / model.name / model.version
+    def file_path(self, model: LockedModel, file: LockedFile) -> Path:
+        """Where the file's verified bytes are placed (for hf-cache, a blob that snapshots link to)."""
+        return self.layout.file_path(model, file)
 
     def intact(self, model: LockedModel, record: ModelRecord | None) -> bool:
         """True when ``record`` installed exactly ``model`` and every file still carries its stamp."""
@@ -62,7 +79,7 @@ class Target:
             return False
         for file in model.files:
             rec = record.files.get(file.path)
-            if rec is None or stamp(self.visible(model.name, file.path)) != rec.stamp:
+            if rec is None or stamp(self.path_of(model, file.path)) != rec.stamp:
                 return False
         return True
 
@@ -88,10 +105,20 @@ class Target:
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"cannot write {self.root}: permission denied")
 
-    def check_inside(self, path: Path) -> None:
-        """A symlink planted in the state directory must not send writes outside the target."""
+    def adopt(self, layout: str) -> None:
+        """Record the manifest's layout; a target that holds models in another one is refused."""
+        current = self.recorded_layout()
+        if layout != current and self.read_state():
+            raise UsageError(f"{self.root} holds models in the {current} layout and the manifest asks for "
+                             f"layout = {layout!r}: seed a new target, or empty this one first")
+        if layout != current or not self.layout_file.exists():
+            write_atomic(self.layout_file, layout + "\n")
+        self.layout = self._layout(layout)
+
+    def check_inside(self, model: LockedModel, path: Path) -> None:
+        """A symlink planted in the target must not send writes outside it."""
         # realpath follows a dangling link and folds '..' in parts not created yet: checked before creating.
-        real, base = os.path.realpath(path), os.path.realpath(self.versions)
+        real, base = os.path.realpath(path), os.path.realpath(self.layout.base(model))
         if os.path.commonpath([real, base]) != base:
             raise StorageError(f"{path} resolves outside {self.root} (a planted symlink?); refusing to write")
 
@@ -108,47 +135,28 @@ class Target:
     def record(self, model: LockedModel, sha256s: dict[str, str]) -> ModelRecord:
         files = {}
         for file in model.files:
-            st = stamp(self.version_dir(model) / file.path)
+            st = stamp(self.file_path(model, file))
             if st is None:
-                raise StorageError(f"{self.version_dir(model) / file.path} vanished during install")
+                raise StorageError(f"{self.file_path(model, file)} vanished during install")
             files[file.path] = FileRecord(stamp=st, sha256=sha256s.get(file.path) or file.sha256)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return ModelRecord(model=model, installed_at=now, files=files)
 
-    def publish(self, model: LockedModel) -> None:
-        """Point ``<target>/<name>`` at the model's version directory, atomically."""
-        link = self.visible(model.name)
-        if link.exists() and not link.is_symlink():
-            raise UsageError(f"{link} exists and is not managed by seeder; move it away and run again")
-        rel = os.path.relpath(self.version_dir(model), self.root)
-        tmp = self.tmp / f"link-{model.name}-{os.getpid()}"
-        try:
-            tmp.unlink(missing_ok=True)
-            os.symlink(rel, tmp)
-            failpoints.hit("before-switch")
-            os.replace(tmp, link)
-        except OSError as e:
-            raise storage_error(e, "publish", link) from None
-        fsync_dir(self.root)
+    def publish(self, model: LockedModel, installed: list[LockedModel]) -> None:
+        """Make the model's complete files visible in one atomic step; ``installed``: every model the
+        target holds once this run is done (models sharing a repo share its refs)."""
+        self.layout.publish(model, installed)
 
-    def old_versions(self, model: LockedModel) -> list[Path]:
-        try:
-            return [d for d in (self.versions / model.name).iterdir() if d.name != model.version]
-        except FileNotFoundError:
-            return []
+    def old_versions(self, model: LockedModel, installed: list[LockedModel]) -> list[Path]:
+        return self.layout.old_versions(model, installed)
 
-    def prune_versions(self, model: LockedModel) -> None:
+    def prune_versions(self, model: LockedModel, installed: list[LockedModel]) -> None:
         """Delete older versions of a model; readers holding their files open keep working."""
-        for old in self.old_versions(model):
-            shutil.rmtree(old, ignore_errors=True)
+        self.layout.prune(model, installed)
 
-    def remove_model(self, name: str) -> None:
+    def remove_model(self, model: LockedModel, installed: list[LockedModel]) -> None:
         """Unpublish a model the manifest no longer lists, then delete its files."""
-        link = self.visible(name)
-        if link.is_symlink():
-            link.unlink()
-            fsync_dir(self.root)
-        shutil.rmtree(self.versions / name, ignore_errors=True)
+        self.layout.remove(model, installed)
 
     def write_marker(self, lock: Lock) -> None:
         write_atomic(self.marker, lock_digest(lock) + "\n")

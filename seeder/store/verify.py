@@ -34,7 +34,7 @@ def installed_lock(state: State) -> Lock:
 
 
 def _check_file(target: Target, model: LockedModel, file: LockedFile, fast: bool) -> Problem | None:
-    path = target.visible(model.name, file.path)
+    path = target.path_of(model, file.path)
     try:
         size = path.stat().st_size
     except OSError:
@@ -52,10 +52,11 @@ def _check_file(target: Target, model: LockedModel, file: LockedFile, fast: bool
     return None
 
 
-def _strays(target: Target, model: LockedModel) -> list[Problem]:
+def _strays(target: Target, model: LockedModel, lock: Lock) -> list[Problem]:
     """Files in the model's directory that its lock does not list: someone wrote there."""
-    root = target.visible(model.name)
-    wanted = {f.path for f in model.files}
+    root = target.path_of(model)
+    # Models of one repo at one commit share an hf-cache snapshot: each one's files are no stray of another's.
+    wanted = {f.path for m in lock.models if target.path_of(m) == root for f in m.files}
     found = (str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink())
     return [Problem(model.name, path, "stray", "not in the lock: written there after install")
             for path in sorted(found) if path not in wanted]
@@ -69,13 +70,13 @@ def verify(target: Target, lock: Lock, *, fast: bool = False, jobs: int | None =
     checks: list[tuple[LockedModel, LockedFile]] = []
     for model in lock.models:
         record = state.get(model.name)
-        if record is None or not target.visible(model.name).exists():
+        if record is None or not target.path_of(record.model).exists():
             problems.append(Problem(model.name, None, "not-installed", "not installed (run seeder)"))
             continue
         if record.version != model.version:
             problems.append(Problem(model.name, None, "stale", "installed version differs from the lock (run seeder)"))
         checks.extend((model, f) for f in model.files)
-        problems.extend(_strays(target, model))
+        problems.extend(_strays(target, model, lock))
     # Hashing releases the GIL, so threads use every core; big files first keeps them all busy. A fast
     # check only stats: no pool (and no import of one) for an app's start-up check.
     checks.sort(key=lambda mf: -mf[1].size)
