@@ -28,13 +28,25 @@ def load_models(models_dir: Path) -> list[dict]:
                        "Run the seeder first (docker compose up seeder) or rebuild the image.")
     models = seeder.installed(models_dir)
     for model in models:
+        if model.get("repo") and os.environ.get("HF_HUB_OFFLINE"):
+            model["loaded_by_id"] = _by_id(model["repo"])
         for file in model["files"]:
-            path = models_dir / model["name"] / file["path"]
+            path = Path(model["path"]) / file["path"]
             try:
                 file["header"] = describe(path)
             except (BadModelFile, OSError) as e:
                 raise NotReady(f"cannot open {model['name']}/{file['path']}: {e}") from None
     return models
+
+
+def _by_id(repo: str) -> str:
+    """The commit an app asking for ``repo`` by id (no path, no revision) gets from HF_HOME, offline."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo, local_files_only=True)).name
+    except Exception as e:  # noqa: BLE001 - any failure means the app could not load it
+        raise NotReady(f"{repo} cannot be loaded by id from HF_HOME={os.environ.get('HF_HOME')}: {e}") from None
 
 
 def make_handler(models: list[dict]) -> type[BaseHTTPRequestHandler]:

@@ -904,6 +904,28 @@ def test_app_builds_fetch_each_model_once(fakehub, models, sid, tmp_path):
         docker("rmi", *tags, check=False)
 
 
+@docker_test
+def test_compose_hf_cache_example_apps_load_by_id(stack, fakehub, sid, tmp_path):
+    """compose.hf.yml: the volume is an HF_HOME, and the app loads the embedding model by id, offline."""
+    (stack.ctx / "hfdeploy").mkdir(exist_ok=True)
+    (stack.ctx / "hfdeploy" / "models.toml").write_text('layout = "hf-cache"\n\n' + stack.models.manifest("embedding", "llm"))
+    images = {"TEST_SEEDER_IMAGE": f"seeder-test-{sid}-hfseeder", "TEST_APP_IMAGE": f"seeder-test-{sid}-hfapp"}
+    try:
+        with stack.project(f"seedertest{sid}hf", "compose.hf.yml", MANIFEST_DIR="hfdeploy", **images) as c:
+            c("up", "-d", "--build", "--wait")
+            assert c.container("seeder")["State"]["ExitCode"] == 0
+            status, listed = http_get(c.url + "/models")
+            assert status == 200, listed
+            by_name = {m["name"]: m for m in listed}
+            assert by_name["embedding"]["loaded_by_id"] == d.MINILM_COMMIT  # no path, no revision: refs/main
+            assert by_name["embedding"]["path"].startswith("/app/models/hub/models--")
+            assert by_name["llm"]["path"] == "/app/models/llm"
+            app = c.container("app")["Config"]["Env"]
+            assert "HF_HOME=/app/models" in app and "HF_HUB_OFFLINE=1" in app
+    finally:
+        docker("rmi", *images.values(), check=False)
+
+
 # ==================================================================================================
 # 5: the app image runs air-gapped
 # ==================================================================================================
