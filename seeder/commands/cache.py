@@ -12,7 +12,6 @@ from ..errors import OK, IntegrityError, RemoteError, UsageError
 from ..fmt import count, human_bytes
 from ..integrity import ContentMismatch, hash_file
 from ..store import Cache, Target
-from ..store.seeded import Seeded
 from ..store.housekeeping import du, prune, referenced
 from ..store.s3 import CacheUnavailable, S3Cache, blob_key
 from ..store.verify import installed_lock
@@ -27,8 +26,8 @@ def run(args, cfg, net) -> int:
         raise UsageError("seeder cache push needs an s3:// cache (--cache s3://BUCKET[/PREFIX])")
     try:
         for cache in caches:
-            if isinstance(cache, Seeded):
-                log.info("skipped: a seeded target is read as a cache, never changed", cache=str(cache.root))
+            if not isinstance(cache, S3Cache) and not cache.writable:
+                log.info("skipped: read as a cache, never changed", cache=str(cache.root))
             elif args.action == "push":
                 _push(cache, target_of(cfg))
             elif args.action == "du":

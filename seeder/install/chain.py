@@ -20,19 +20,18 @@ from ..errors import IntegrityError, RemoteError
 from ..integrity import ContentMismatch
 from ..settings import Network, Parts
 from ..spec.lock import LockedFile, LockedModel
-from ..store import Cache
-from ..store.seeded import Seeded
+from ..store.cache import LocalCache
 from ..store.fs import regular_or_absent, storage_error
 from ..store.s3 import CacheBusy, CacheUnavailable, Lease, S3Cache
 from .flight import FOLLOWED, Flight
 
 
 class Chain:
-    def __init__(self, owner, caches: list[Cache | Seeded | S3Cache], net: Network | None, parts: Parts):
+    def __init__(self, owner, caches: list[LocalCache | S3Cache], net: Network | None, parts: Parts):
         self.owner = owner  # the Installer: links, counts and sha256s go through it
-        self.locals = [c for c in caches if isinstance(c, (Cache, Seeded))]
+        self.locals = [c for c in caches if not isinstance(c, S3Cache)]
         self.remotes = [c for c in caches if isinstance(c, S3Cache)]
-        self.primary = next((c for c in caches if isinstance(c, Cache)), None)  # a seeded target is never written
+        self.primary = next((c for c in self.locals if c.writable), None)  # a cache not ours is never written
         self.net = net or Network(offline=True)
         self.parts = parts
         self.flight = Flight(self)
@@ -45,7 +44,7 @@ class Chain:
     def local_has(self, file: LockedFile) -> bool:
         return self.local_source(file) is not None
 
-    def local_source(self, file: LockedFile) -> Cache | Seeded | None:
+    def local_source(self, file: LockedFile) -> LocalCache | None:
         return next((c for c in self.locals if c.has(file)), None)
 
     def remote_has(self, file: LockedFile) -> bool:
@@ -89,13 +88,13 @@ class Chain:
             if not self._link_cached(model, file, self.primary, final, trusted=True):
                 raise IntegrityError(f"{model.name}/{file.path}: the cached copy changed while it was installed")
 
-    def _link_cached(self, model, file, cache: Cache | Seeded, final: Path, trusted: bool) -> bool:
+    def _link_cached(self, model, file, cache: LocalCache, final: Path, trusted: bool) -> bool:
         # A blob this run did not just verify is hashed on its way in: a cache is shared, and its name
         # alone proves nothing about its bytes.
         try:
-            # Another target's files are copied: a hardlink would let a write to either change both.
+            # A cache not ours is copied from: a hardlink would let a write to the target change it.
             self.owner.record_sha256(model, file, self.owner.link_or_copy(cache.blob(file), final, file, trusted,
-                                                                          link=not isinstance(cache, Seeded)))
+                                                                          link=cache.writable))
         except ContentMismatch as e:
             log.warning("cached copy damaged, downloading again", model=model.name, file=file.path, error=str(e),
                         cache=str(cache.root))

@@ -16,8 +16,8 @@ from ..settings import Network, Parts
 from ..spec.lock import Lock, LockedFile, LockedModel
 from ..store import Cache, Target
 from ..store.fs import copy_hashed, regular_or_absent, same_device, same_file, stamp, storage_error
+from ..store.cache import LocalCache
 from ..store.s3 import S3Cache
-from ..store.seeded import Seeded
 from .summary import Summary
 from .chain import Chain
 
@@ -114,7 +114,7 @@ class Installer:
         return errors, failed
 
     def _check_space(self, missing: list[tuple[LockedModel, LockedFile]],
-                     cached: list[tuple[LockedFile, Cache | Seeded]]) -> None:
+                     cached: list[tuple[LockedFile, LocalCache]]) -> None:
         """Room for the downloads where they land, and for every copy the target gets from another
         filesystem (a cache there, models bundled in an image): checked before a byte is written."""
         from ..fetch.partial import size_on_disk
@@ -127,7 +127,7 @@ class Installer:
         for root in {landing.root, *(source.root for _, source in cached)}:
             copied[root] = not same_device(root, self.target.root)
         copies = [f.size for m, f in missing] if copied[landing.root] else []
-        copies += [f.size for f, source in cached if isinstance(source, Seeded) or copied[source.root]]
+        copies += [f.size for f, source in cached if not source.writable or copied[source.root]]
         need.setdefault(self.target.root, [self.target, 0])[1] += sum(copies)
         for store, bytes_needed in need.values():
             free = store.free_bytes()

@@ -8,12 +8,30 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Protocol
 
 from ..spec.lock import LockedFile
 from .fs import flocked, stamp, storage_error
 
 
+class LocalCache(Protocol):
+    """What the install chain asks of a local cache kind. Only a ``writable`` one is seeder's own: downloads
+    land there and targets may hardlink its blobs. The others belong to someone else: read and copied
+    from, never changed (their ``discard`` only forgets a damaged file)."""
+
+    root: Path
+    writable: bool
+
+    def has(self, file: LockedFile) -> bool: ...
+
+    def blob(self, file: LockedFile) -> Path: ...
+
+    def discard(self, file: LockedFile) -> None: ...
+
+
 class Cache:
+    writable = True
+
     def __init__(self, root: Path):
         self.root = root
         self.blobs = root / "blobs"

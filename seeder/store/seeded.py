@@ -20,6 +20,8 @@ def is_seeded(root: Path) -> bool:
 
 
 class Seeded:
+    writable = False
+
     def __init__(self, root: Path):
         self.root = root
         self._index: dict[str, Path] | None = None
