@@ -61,3 +61,34 @@ class Cache:
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+
+class ReadOnlyCache:
+    """Someone else's files, found by content through an index a subclass lists (``_list``) on first use,
+    so a warm run never opens it. A damaged file is only forgotten: the next source is tried."""
+
+    writable = False
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._index: dict[str, Path] | None = None
+
+    def _list(self) -> dict[str, Path]:
+        """Digest -> a file that should hold those bytes."""
+        raise NotImplementedError
+
+    def _paths(self) -> dict[str, Path]:
+        if self._index is None:
+            self._index = self._list()
+        return self._index
+
+    def has(self, file: LockedFile) -> bool:
+        path = self._paths().get(file.digest)
+        st = stamp(path) if path else None
+        return st is not None and st[0] == file.size
+
+    def blob(self, file: LockedFile) -> Path:
+        return self._paths()[file.digest]
+
+    def discard(self, file: LockedFile) -> None:
+        self._paths().pop(file.digest, None)

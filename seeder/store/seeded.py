@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..spec.lock import LockedFile
-from .fs import stamp
+from .cache import ReadOnlyCache
 from .target import Target
 
 
@@ -19,30 +18,10 @@ def is_seeded(root: Path) -> bool:
     return Target(root).state_file.is_file()
 
 
-class Seeded:
-    writable = False
-
-    def __init__(self, root: Path):
-        self.root = root
-        self._index: dict[str, Path] | None = None
-
-    def _paths(self) -> dict[str, Path]:
-        if self._index is None:  # read once, on first use: a warm run never opens it
-            target, index = Target(self.root), {}
-            for record in target.read_state().values():
-                for file in record.model.files:
-                    index.setdefault(file.digest, target.file_path(record.model, file))
-            self._index = index
-        return self._index
-
-    def has(self, file: LockedFile) -> bool:
-        path = self._paths().get(file.digest)
-        st = stamp(path) if path else None
-        return st is not None and st[0] == file.size
-
-    def blob(self, file: LockedFile) -> Path:
-        return self._paths()[file.digest]
-
-    def discard(self, file: LockedFile) -> None:
-        """A damaged file is only forgotten (the next source is tried): the seeded target is not ours."""
-        self._paths().pop(file.digest, None)
+class Seeded(ReadOnlyCache):
+    def _list(self) -> dict[str, Path]:
+        target, index = Target(self.root), {}
+        for record in target.read_state().values():
+            for file in record.model.files:
+                index.setdefault(file.digest, target.file_path(record.model, file))
+        return index
