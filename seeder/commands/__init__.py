@@ -21,6 +21,7 @@ from ..spec.lock import Lock
 from ..spec.manifest import Manifest
 from ..store import Cache, Target
 from ..store.fs import write_atomic
+from ..store.hfcache import HfCache, hub_of
 from ..store.seeded import Seeded, is_seeded
 from ..store.state import State
 from ..store.verify import installed_lock
@@ -57,7 +58,7 @@ def checked_lock(cfg: Settings, target: Target, state: State) -> Lock:
     return lock
 
 
-def caches_of(cfg: Settings) -> list[Cache | Seeded | S3Cache]:
+def caches_of(cfg: Settings) -> list[Cache | Seeded | HfCache | S3Cache]:
     """The --cache chain, in lookup order."""
     return [_s3_cache(c, cfg) if c.startswith("s3://") else _local_cache(c, cfg.target) for c in cfg.caches]
 
@@ -69,14 +70,17 @@ def _s3_cache(value: str, cfg: Settings) -> S3Cache:
                    connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout)
 
 
-def _local_cache(value: str, target: str) -> Cache | Seeded:
+def _local_cache(value: str, target: str) -> Cache | Seeded | HfCache:
     # A cache inside the target would show blobs/ tmp/ locks/ to every app listing it; a target inside
     # a cache could be pruned away.
     cache, models = Path(value).resolve(), Path(target).resolve()
     if cache.is_relative_to(models) or models.is_relative_to(cache):
         raise UsageError(f"--cache {value} and the target {target} must not contain each other; "
                          "put the cache beside the target")
-    return Seeded(Path(value)) if is_seeded(Path(value)) else Cache(Path(value))
+    if is_seeded(Path(value)):
+        return Seeded(Path(value))
+    hub = hub_of(Path(value))
+    return HfCache(hub) if hub is not None else Cache(Path(value))
 
 
 def write_edit(manifest: Path, text: str, lock_path: Path, lock: Lock | None, *, adding: bool) -> None:
