@@ -31,10 +31,10 @@ def install(lock: Lock, target: Target, *, caches: Sequence[Cache | S3Cache] = (
             record_lock: bool = False, unless_complete: bool = False, layout: str | None = None) -> Summary:
     """Bring ``target`` to exactly ``lock``.
 
-    ``caches`` are looked up in order (local directories and ``s3://`` buckets); the first local one
-    is where downloads land. ``net`` None or offline: nothing comes from the origin, and a file in
-    neither the target nor a cache is an error. ``record_lock`` keeps the lock in the target's state,
-    for a target filled from a bundle. ``unless_complete``: do nothing if, once the flock is ours,
+    ``caches`` are looked up in order (local directories and ``s3://`` buckets); the first writable
+    local one is where downloads land. ``net`` None or offline: nothing comes from the origin, and a
+    file in neither the target nor a cache is an error. ``record_lock`` keeps the lock in the target's
+    state, for a target filled from a bundle. ``unless_complete``: do nothing if, once the flock is ours,
     another seeder has completed the same lock meanwhile. ``layout``: the manifest's (None: the
     target's own, for a run without a manifest).
     """

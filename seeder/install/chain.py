@@ -1,8 +1,8 @@
 """Where a file's bytes come from when the target lacks them: local caches, remote caches, the origin.
 
 Looked up in the order given (a node-local directory first, then a shared bucket, then the origin).
-The first local cache is where bytes land (``blobs/``, partials in ``tmp/``); without one they go
-straight into the target. A cached blob is hashed on its way into a target unless this run just
+The first writable local cache is where bytes land (``blobs/``, partials in ``tmp/``); without one they
+go straight into the target. A cached blob is hashed on its way into a target unless this run just
 verified it; a remote blob is read through the Range engine and verified like any download, and a
 wrong one is reported, skipped and replaced. A file fetched from the origin is uploaded to every
 writable remote cache; with a shared bucket, one node fetches it (single flight, see
