@@ -235,7 +235,8 @@ def test_a_zero_timeout_is_refused(variable, tmp_path):
     (["--cache", "$(SEEDER_BUCKET)"], "--cache", "$(SEEDER_BUCKET)"),  # a pod's args are expanded as its env is
     ({"SEEDER_TARGET": "$(MODELS_DIR)/models"}, "SEEDER_TARGET", "$(MODELS_DIR)"),
     ({"HF_TOKEN": "$(HF_TOKEN_SECRET)"}, "HF_TOKEN", "$(HF_TOKEN_SECRET)"),  # read apart from the table
-], ids=["env", "flag", "target", "token"])
+    ({"AWS_ENDPOINT_URL": "http://$(S3_HOST):8333"}, "AWS_ENDPOINT_URL", "$(S3_HOST)"),  # read by boto3
+], ids=["env", "flag", "target", "token", "aws"])
 def test_a_kubernetes_reference_left_unexpanded_exits_2_naming_it(where, named, ref, hub, tmp_path):
     """Kubernetes leaves ``$(VAR)`` as text when VAR is not in the container's env: taken literally, it made a
     directory named ``$(SEEDER_BUCKET)`` (or sent it to the hub as the token)."""

@@ -212,6 +212,11 @@ class Settings:
         return Parts(connections=self.connections, part_size=self.part_size, multipart_min=self.multipart_min)
 
 
+AWS_CHAIN = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
+             "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
+"""The standard AWS chain's variables a pod sets, often from another variable (docs/kubernetes.md)."""
+
+
 def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``flags`` (None or False: not given), else the environment, else the defaults."""
     flags = flags or {}
@@ -231,6 +236,8 @@ def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | No
             values[s.key] = s.read(var, environ[var])
         else:
             values[s.key] = s.default
+    for name in AWS_CHAIN:  # boto3 reads these itself: held to the same rule before it makes a bucket of them
+        expanded(name, environ.get(name, ""))
     return Settings(**values)
 
 
