@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fill a directory (a Docker volume or ./models) with the model files a manifest "
         "lists: resolved into models.lock, downloaded with retries and resume, sha256-verified, "
         "installed atomically.",
-        epilog="commands:\n  seeder [seed]       fill the target (the default command)\n"
+        epilog="commands:\n  seeder [seed]       fill the target (the default command); --prune: then remove "
+        "what the lock does not list\n"
         "  seeder verify       check the target (seeder --verify is the same)\n"
         "  seeder lock         resolve the manifest into models.lock\n"
         "  seeder refresh      re-resolve, fetch what changed, switch each model atomically\n"
@@ -119,10 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_commands(sub, common: argparse.ArgumentParser) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
-    sub.add_parser("seed", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
-                   help="fill the target from the manifest and its lock",
-                   description="Fill the target. Uses models.lock when it matches the manifest, "
-                   "otherwise resolves and rewrites it. A second run on an intact target makes no request.")
+    p = sub.add_parser("seed", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="fill the target from the manifest and its lock",
+                       description="Fill the target. Uses models.lock when it matches the manifest, "
+                       "otherwise resolves and rewrites it. A second run on an intact target makes no request.")
+    p.add_argument("--prune", action="store_true",
+                   help="then remove models the lock does not list and every other version of the models it "
+                        "lists (older ones after --grace); asks no network: with --locked, the committed lock alone")
     p = sub.add_parser("verify", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
                        help="check every file in the target",
                        description="Check the target against the lock (or, without a manifest, against what "
@@ -199,7 +203,7 @@ def _add_editing_commands(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("remove", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
                        help="drop a model from models.toml and models.lock",
                        description="Remove a model's [[models]] table and its lock entry. The target keeps its "
-                       "files until `seeder refresh` removes models the manifest no longer lists.")
+                       "files until `seeder --prune` (from the lock alone) or `seeder refresh` removes them.")
     p.add_argument("name", metavar="NAME")
     sub.add_parser("schema", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
                    help="print the JSON Schema of models.toml",

@@ -29,5 +29,5 @@ def run(args, cfg, net) -> int:
     write_edit(path, new_text, lock_path, lock, adding=False)
     log.info("model removed", model=args.name, path=str(path))
     print(f"removed {args.name!r} from {path}{f' and {lock_path}' if lock is not None else ''}; "
-          f"its files stay in the target until `seeder refresh` (which removes unlisted models)")
+          f"its files stay in the target until `seeder --prune` (or `seeder refresh`) removes them")
     return OK

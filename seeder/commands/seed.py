@@ -1,4 +1,5 @@
-"""``seeder [seed]``: fill the target from the manifest and its lock; an intact target costs no request."""
+"""``seeder [seed]``: fill the target from the manifest and its lock; an intact target costs no request.
+``--prune`` then removes what the lock no longer lists, from the lock alone."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from .. import log
 from ..errors import OK
 from ..install import Summary, install
+from ..install.prune import prune
 from ..resolve import obtain_lock
 from . import caches_of, load_manifest, target_of
 
@@ -23,6 +25,8 @@ def run(args, cfg, net) -> int:
     else:
         summary = install(lock, target, caches=caches_of(cfg), net=net, parts=cfg.parts(), jobs=cfg.jobs,
                           grace=cfg.grace, unless_complete=True, layout=manifest.layout)
+    if args.prune:
+        prune(lock, target, cfg.grace)
     summary.seconds = time.monotonic() - started
     summary.emit()
     return OK
