@@ -468,6 +468,8 @@ def test_the_rwx_overlay_mounts_one_pvc_filled_by_a_job(rendered):
     target, mount = volume_at(spec, seeder, env["SEEDER_TARGET"])
     assert target["persistentVolumeClaim"] == {"claimName": "models"} and not mount.get("readOnly")
     assert env["SEEDER_CACHE"] == settings_file()["SEEDER_BUCKET"]  # no node cache in a one-off Job
+    # the committed lock, and nothing else, stays on the shared volume: no re-resolving to drop a model
+    assert seeder["args"] == ["seed", "--locked", "--prune"]
     assert not any("hostPath" in v for v in spec["volumes"])
     assert spec["restartPolicy"] == "Never"
     [rule] = job["spec"]["podFailurePolicy"]["rules"]  # exit 1 and 2 cannot be fixed by a retry
@@ -976,6 +978,19 @@ def test_the_rendered_pods_run_on_docker(engine, hub_image, images, rendered, tm
             app = rwx_pod.start(container(rwx, "app"))
             status, health = app.ready()
             assert status == 200 and health == {"status": "ok", "models": 2}, health
+
+            # 7. A model dropped from the committed manifest and lock: the re-run Job deletes it from the PVC,
+            #    from the lock alone (not one request to the hub).
+            assert run_seeder("remove", "llm", "-m", str(manifest)).code == 0
+            dropped = kustomize(k8s / "overlays/rwx-pvc")
+            fill = pod_spec(one(dropped, "Job", "seeder-fill"))
+            hub.clear()
+            result = cluster.pod(fill, "fill2", "node-c", configmaps(dropped)).run(container(fill, "seeder"))
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert hub.log() == []
+            assert [e["model"] for e in events(result.stderr) if e.get("event") == "removed"] == ["llm"]
+            left = volume_files(f"{cluster.prefix}-pvc-models")["files"]
+            assert {p: v[0] for p, v in left.items()} == {p: h for p, h in expected.items() if p.startswith("emb/")}
             print(f"kubernetes on docker: images {images.seconds:.0f} s, pods {time.monotonic() - started:.0f} s")
         finally:
             if cluster is not None:
