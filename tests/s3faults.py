@@ -6,9 +6,12 @@ client signed does not matter) and can:
 - answer chosen requests with a chosen S3 error (``fail("PUT|POST", r"/blobs/", 503, "SlowDown")``);
 - delay chosen requests (``delay("GET", r"/blobs/", 2.0)``);
 - refuse every connection for a window (``refuse(5.0)``): the listener is closed, open connections are
-  cut, and the same port listens again afterwards, as a restarting store does.
+  cut, and the same port listens again afterwards, as a restarting store does;
+- drop request headers before forwarding (``strip_headers("If-None-Match", "If-Match")``): the store then
+  answers as one that ignores them does, with a 200 for a conditional PUT it should have refused.
 
-``requests`` records (time.monotonic(), method, path, status) of each request that reached it.
+``requests`` records (time.monotonic(), method, path, status) of each request that reached it, and
+``stripped`` (method, path, header names) of each request that lost headers on the way.
 """
 
 from __future__ import annotations
@@ -98,6 +101,10 @@ class _Handler(BaseHTTPRequestHandler):
         conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            if dropped := [k for k in headers if k.lower() in owner.strip]:
+                for k in dropped:
+                    del headers[k]
+                owner.record_stripped(self.command, path, dropped)
             if body or self.command in ("PUT", "POST"):
                 headers["Content-Length"] = str(len(body))
             conn.request(self.command, self.path, body=body or None, headers=headers)
@@ -130,6 +137,8 @@ class FaultProxy:
         self.upstream = upstream
         self.rules: list[Rule] = []
         self.requests: list[tuple[float, str, str, int]] = []
+        self.strip: set[str] = set()  # lower-case names of the headers dropped from every request
+        self.stripped: list[tuple[str, str, list[str]]] = []
         self.connections: set[socket.socket] = set()
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
@@ -158,6 +167,9 @@ class FaultProxy:
         rule = Rule(re.compile(methods), re.compile(path), delay=seconds)
         self.rules.append(rule)
         return rule
+
+    def strip_headers(self, *names: str) -> None:
+        self.strip.update(n.lower() for n in names)
 
     def refuse(self, seconds: float) -> None:
         """Refuse connections for ``seconds`` from now (returns at once), then listen on the same port again.
@@ -193,6 +205,10 @@ class FaultProxy:
     def record(self, method: str, path: str, status: int) -> None:
         with self._mutex:
             self.requests.append((time.monotonic(), method, path, status))
+
+    def record_stripped(self, method: str, path: str, names: list[str]) -> None:
+        with self._mutex:
+            self.stripped.append((method, path, names))
 
     def seen(self, methods: str = ".*", path: str = "", since: float = 0.0) -> list[tuple[float, str, str, int]]:
         m, p = re.compile(methods), re.compile(path)

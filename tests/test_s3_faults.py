@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import blob, run_seeder, seeder_env, sha256, url_entry, write_manifest
-from tests.fakehub import DEFAULT_GITATTRIBUTES
+from tests.fakehub import DEFAULT_GITATTRIBUTES, git_blob_sha1
 from tests.s3faults import FaultProxy
 from tests.seaweed import BUCKET, SeaweedFS
 
@@ -115,6 +115,41 @@ def test_a_bucket_failing_uploads_costs_one_warning_and_the_run_succeeds(model_s
         assert len(n.warnings()) == len(failed), n.warnings()  # the retries were quiet
     assert any(n.warnings("uploads to the remote cache keep failing") for n in nodes)
     assert not _keys(seaweed, "leases/") and not _keys(seaweed, "blobs/")
+
+
+def test_a_store_that_ignores_conditional_writes_is_found_out_and_every_node_fetches(model_set, hub, seaweed, proxy,
+                                                                                      tmp_path):
+    """Without If-None-Match/If-Match a store answers every lease PUT with 200: each node would believe it held
+    every lease. A probe finds that out once per node; each then fetches for itself, and verifies what it installs."""
+    proxy.strip_headers("If-None-Match", "If-Match")
+    hub.throttle_bps = 2_000_000  # the nodes overlap: with single flight, two of them would wait
+    env = _env(hub, seaweed, proxy.endpoint)
+    nodes = [Node(model_set["manifest"], tmp_path, i, env) for i in range(3)]
+    assert [n.finish() for n in nodes] == [0, 0, 0], [n.text[-3000:] for n in nodes]
+    assert proxy.stripped and {n.lower() for *_, names in proxy.stripped for n in names} <= {"if-none-match", "if-match"}
+    for n in nodes:
+        assert [w["event"] for w in n.warnings()] == [
+            "the bucket has no conditional writes: every node fetches from the origin"], n.warnings()
+        assert not [e for e in n.events if e["event"] == "waiting for another node to fetch"], n.text
+    assert all(_verify(model_set["manifest"], tmp_path, i) == 0 for i in range(3))
+    assert hub.body_bytes() <= 3 * model_set["total"], (hub.body_bytes(), model_set["total"])
+    assert not _keys(seaweed, "leases/")  # the probes, too, are gone
+    blobs = _keys(seaweed, "blobs/")
+    assert len(blobs) == 4, blobs  # config.json, .gitattributes, model.safetensors, tiny.gguf
+    for key in blobs:  # concurrent uploads of one blob: whichever landed last, it is the right bytes
+        data = seaweed.client().get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        kind, name = key.split("/")[-2:]
+        assert name == (sha256(data) if kind == "sha256" else git_blob_sha1(data)), key
+
+
+def test_a_store_that_ignores_only_if_match_is_found_out_too(model_set, hub, seaweed, proxy, tmp_path):
+    # Renewals, takeovers and releases rest on If-Match: ignored, two waiters could take over one lease.
+    proxy.strip_headers("If-Match")
+    node = Node(model_set["manifest"], tmp_path, 1, _env(hub, seaweed, proxy.endpoint))
+    assert node.finish() == 0, node.text
+    [warning] = node.warnings()
+    assert warning["event"].startswith("the bucket has no conditional writes") and "If-Match" in warning["error"]
+    assert _verify(model_set["manifest"], tmp_path, 1) == 0 and not _keys(seaweed, "leases/")
 
 
 def test_a_wrong_blob_is_replaced_by_one_node_while_the_others_wait(model_set, hub, seaweed, proxy, tmp_path):

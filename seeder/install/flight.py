@@ -24,12 +24,25 @@ class Flight:
     def __init__(self, chain):
         self.chain = chain
         self.enabled = True  # False once a bucket showed it has no conditional writes
+        self._checked: set[S3Cache] = set()
+        self._checking = threading.Lock()
 
     def bucket(self) -> S3Cache | None:
-        """Where leases live: the first bucket this node may write to and has not given up on."""
-        if not self.enabled:
-            return None
-        return next((c for c in self.chain.remotes if c.write and c.usable), None)
+        """Where leases live: the first bucket this node may write to, has not given up on, and whose
+        conditional writes were seen to work (checked once per run, before the first lease)."""
+        cache = next((c for c in self.chain.remotes if c.write and c.usable), None) if self.enabled else None
+        if cache is None or cache in self._checked:
+            return cache
+        with self._checking:  # the other files' threads wait for the one check
+            while cache not in self._checked and self.enabled and cache.write and cache.circuit.wait():
+                try:
+                    cache.check_conditional_writes()
+                    self._checked.add(cache)
+                except NoConditionalWrites as e:
+                    self._no_conditional_writes(cache, e)
+                except CacheUnavailable as e:
+                    cache.trouble(e)
+        return cache if cache in self._checked and self.enabled and cache.write and cache.usable else None
 
     def lead_or_follow(self, cache: S3Cache, model, file: LockedFile, dest: Path, progress,
                        bad: dict[S3Cache, str]):

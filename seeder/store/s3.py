@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import threading
 import time
@@ -203,14 +204,18 @@ class S3Cache:
 
     def acquire(self, file: LockedFile, stale: str | None = None) -> Lease | None:
         """Take the lease (``stale``: take over that expired one); None when another node holds it."""
-        from botocore.exceptions import ClientError
-
         holder = f"{socket.gethostname()}:{os.getpid()}"
         key = self.lease_key(file)
         cond = {"IfMatch": stale} if stale else {"IfNoneMatch": "*"}
+        etag = self._put_if(key, self._body(holder), **cond)
+        return None if etag is None else Lease(key=key, etag=etag, holder=holder, took_over=stale is not None)
+
+    def _put_if(self, key: str, body: bytes, **cond: str) -> str | None:
+        """A conditional PUT: the new ETag, or None when the condition failed."""
+        from botocore.exceptions import ClientError
+
         try:
-            resp = self._call("lease", self.client.put_object, Bucket=self.bucket, Key=key, Body=self._body(holder),
-                              **cond)
+            return self._call("lease", self.client.put_object, Bucket=self.bucket, Key=key, Body=body, **cond)["ETag"]
         except ClientError as e:
             code = aws.error_code(e)
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
@@ -218,7 +223,26 @@ class S3Cache:
             if code in ("NotImplemented", "InvalidArgument", "InvalidRequest", "501", "400"):
                 raise NoConditionalWrites(code) from None
             raise CacheUnavailable(f"{self.url}: lease: {aws.describe(e)}", code, writing=True) from None
-        return Lease(key=key, etag=resp["ETag"], holder=holder, took_over=stale is not None)
+
+    def check_conditional_writes(self) -> None:
+        """Raise NoConditionalWrites unless the store refuses what it must refuse. A store (or a proxy in
+        front of it) that drops ``If-None-Match``/``If-Match`` answers every conditional PUT with 200: every
+        node would hold every lease, and nothing else tells it apart from one that honours them."""
+        key = f"{self.prefix}leases/probe-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        if self._put_if(key, b"", IfNoneMatch="*") is None:
+            raise NoConditionalWrites("If-None-Match: * refused on a key that does not exist")
+        try:
+            if self._put_if(key, b"", IfNoneMatch="*") is not None:
+                raise NoConditionalWrites("If-None-Match: * ignored: a second PUT of the same key succeeded")
+            if self._put_if(key, b"", IfMatch='"0"') is not None:
+                raise NoConditionalWrites("If-Match ignored: a PUT naming another ETag succeeded")
+        finally:
+            from botocore.exceptions import ClientError
+
+            try:
+                self._call("lease", self.client.delete_object, Bucket=self.bucket, Key=key)
+            except (ClientError, CacheUnavailable):
+                pass  # a probe left behind is a few bytes under leases/, which the lifecycle rule expires
 
     def renew(self, lease: Lease) -> bool:
         """Rewrite the lease (a new ETag shows the holder is alive); False if it was taken over. A store
