@@ -3,11 +3,18 @@
 #   docker build -t app .                                         # models from ./models.toml
 #   docker build --secret id=hf_token,src=$HOME/.cache/huggingface/token -t app .   # gated models
 #   docker build --build-arg HF_ENDPOINT=https://mirror.example -t app .             # a mirror
+#   docker build --target slim -t app .        # no models: a volume brings them (Kubernetes, a cluster)
+#
+# Two images from one file:
+# * app (the default): the models at /app/models, in the same layers as the bundled seeder image
+#   (./Dockerfile.seeder), for docker-compose.yml on one host.
+# * slim: the app without models, for wherever a seeder fills the volume it mounts: Kubernetes,
+#   compose.cluster.yml. Its build never runs the models stage, so it asks no hub for anything.
 #
 # Stages: build (seeder in a venv) -> models (seeder runs, BuildKit cache mount) -> bundle (the
-# venv and the verified models) -> app (final). The models stage depends only on seeder and the
-# manifest/lock, never on app code, so changing the app never re-runs it; changing the manifest
-# re-runs it, and the cache mount means only a model that is new or changed is downloaded.
+# venv and the verified models) -> app (final); and build -> slim. The models stage depends only on
+# seeder and the manifest/lock, never on app code, so changing the app never re-runs it; changing the
+# manifest re-runs it, and the cache mount means only a model that is new or changed is downloaded.
 # build, models and bundle are identical in ./Dockerfile.seeder: `docker compose up --build` runs
 # the models stage once for both images, and the host stores the model layer once.
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -62,10 +69,35 @@ FROM ${PYTHON_IMAGE} AS bundle
 COPY --from=build /opt/venv /opt/venv
 COPY --from=models /models /app/models
 
-# -- app: the final image ------------------------------------------------------------------------------
+# -- slim: the app without models; a volume mounted at /app/models brings them ---------------------------
+# The venv is the same layer as in the other images. Below it, the same instructions as the app stage's
+# (a test holds the two to that), so the two images differ only in the models.
+FROM ${PYTHON_IMAGE} AS slim
+COPY --from=build /opt/venv /opt/venv
+LABEL org.opencontainers.image.title="seeder reference app" \
+      org.opencontainers.image.description="Stand-in app serving the models at /app/models; replace app/ with yours." \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin app
+WORKDIR /app
+# The venv gives the app seeder's Python API (seeder.check at start-up); add your app's own
+# dependencies in a RUN pip install here.
+COPY app/ /app/app/
+ENV PATH=/opt/venv/bin:$PATH \
+    MODELS_DIR=/app/models \
+    PORT=8000 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+USER 10001:10001
+EXPOSE 8000
+CMD ["python", "-m", "app"]
+
+# -- app: the default image, models bundled (last, so that a build without --target makes it) -------------
 FROM bundle AS app
 LABEL org.opencontainers.image.title="seeder reference app" \
-      org.opencontainers.image.description="Stand-in app serving the models bundled at /app/models; replace app/ with yours." \
+      org.opencontainers.image.description="Stand-in app serving the models at /app/models; replace app/ with yours." \
       org.opencontainers.image.version="0.1.0" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --system --gid 10001 app \

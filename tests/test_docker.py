@@ -46,6 +46,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import yaml
 from docker.errors import NotFound
 
 from app.loaders import BadModelFile, describe, read_gguf, read_safetensors
@@ -89,6 +90,22 @@ def test_both_dockerfiles_build_the_models_the_same_way():
     for stage in ("build", "models", "bundle"):
         assert app[stage] == seeder[stage], stage
     assert "FROM bundle AS app" in app["app"][0] and "FROM bundle AS bundled" in seeder["bundled"][0]
+
+
+def test_where_a_seeder_fills_the_volume_the_app_image_carries_no_models():
+    """One host (docker-compose.yml): both images bundle the models, one download for both. Where nodes fill
+    their volumes themselves (compose.cluster.yml, Kubernetes), the app image is the slim target."""
+    stages = _stages(ROOT / "Dockerfile")
+    assert list(stages)[-1] == "app"  # what a build without --target makes: docker-compose.yml's app
+    slim = stages["slim"]
+    assert slim[1] == "COPY --from=build /opt/venv /opt/venv" and not any("models" in s for s in slim[:2])
+    assert slim[2:] == stages["app"][1:]  # the same image but for the models
+    single = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert "target" not in single["app"]["build"] and single["seeder"]["build"]["target"] == "bundled"
+    cluster = yaml.safe_load((ROOT / "compose.cluster.yml").read_text())["services"]
+    assert cluster["app"]["build"]["target"] == "slim"
+    assert "args" not in cluster["app"]["build"] and "secrets" not in cluster["app"]["build"]  # no hub, no token
+    assert {cluster[n]["build"]["target"] for n in ("node1", "node2", "node3")} == {"slim"}
 
 
 def test_safetensors_header_of_the_real_minilm():
@@ -924,6 +941,46 @@ def test_compose_hf_cache_example_apps_load_by_id(stack, fakehub, sid, tmp_path)
             assert "HF_HOME=/app/models" in app and "HF_HUB_OFFLINE=1" in app
     finally:
         docker("rmi", *images.values(), check=False)
+
+
+@docker_test
+def test_the_slim_app_image_builds_without_a_hub_and_holds_no_model(hub_image, engine, sid, tmp_path):
+    ctx = copy_checkout(tmp_path / "ctx")
+    data = tmp_path / "hub"
+    # content no earlier build saw, so that no BuildKit cache mount can stand in for the hub
+    model = d.make_safetensors(tmp_path / "src" / "model.safetensors", seed=int(sid, 16) + 7)
+    commit = hashlib.sha1(f"slim-{sid}".encode()).hexdigest()
+    d.add_repo(data, f"slim-{sid}/emb", {**d.tiny_repo_files(int(sid, 16) + 7), "model.safetensors": model}, commit)
+    with run_hub(hub_image, data, engine) as hub:
+        (ctx / "models.toml").write_text(f'[[models]]\nname = "emb"\nrepo = "slim-{sid}/emb"\nrevision = "{commit}"\n')
+        lock_on_host(ctx, hub)  # a committed lock, as for any build
+        gone = hub_args(hub)
+    # The hub is stopped: nothing answers at HF_ENDPOINT any more.
+    tags = f"seeder-test-{sid}-slim", f"seeder-test-{sid}-nohub"
+    try:
+        build(ctx, tags[0], "--target", "slim", *gone)
+        # The default target, from the same context and arguments, does need the hub: its build fails.
+        bundled = build(ctx, tags[1], *gone, check=False)
+        assert bundled.returncode != 0 and "connection refused" in bundled.stdout + bundled.stderr, bundled.stderr[-3000:]
+
+        names = sorted({Path(f["path"]).name for m in json.loads((ctx / "models.lock").read_text())["models"]
+                        for f in m["files"]})
+        script = f"names = {names!r}\n" + r"""
+import json, os
+found = []
+for top in ("/app", "/opt", "/etc", "/usr/local", "/tmp", "/models", "/root", "/var"):
+    for dirpath, dirs, files in os.walk(top):
+        found += [os.path.join(dirpath, f) for f in files
+                  if f in names or f.endswith((".safetensors", ".gguf")) or "/.seeder" in dirpath]
+print(json.dumps({"app_models": os.path.exists("/app/models"), "found": found}))
+"""
+        out = docker("run", "--rm", "--network", "none", "--entrypoint", "python", tags[0], "-c", script)
+        assert json.loads(out.stdout) == {"app_models": False, "found": []}, out.stdout
+        config = inspect(tags[0])["Config"]
+        assert config["User"] == f"{SEEDER_UID}:{SEEDER_UID}" and "MODELS_DIR=/app/models" in config["Env"]
+        assert config["Cmd"] == ["python", "-m", "app"]
+    finally:
+        docker("rmi", *tags, check=False)
 
 
 # ==================================================================================================

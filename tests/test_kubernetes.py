@@ -476,6 +476,24 @@ def test_the_rwx_overlay_mounts_one_pvc_filled_by_a_job(rendered):
     assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [1, 2]
 
 
+def test_both_images_are_built_without_models(rendered):
+    """Pods fill their volumes themselves: a model in an image would be gigabytes every node pulls for nothing,
+    and a build that needs the hub. The images the Docker tests below run are built with these commands."""
+    builds = documented_builds()
+    assert {name: args[args.index("--target") + 1] if "--target" in args else "the default"
+            for name, args in builds.items()} == {
+        "seeder": "slim", "seeder-app": "slim"}
+    images = {i["name"]: i["newName"] for i in yaml.safe_load(
+        (K8S / "components" / "common" / "kustomization.yaml").read_text())["images"]}
+    install = (ROOT / "docs" / "kubernetes.md").read_text()  # step 1 says the same
+    for name, args in builds.items():
+        assert f"docker build {' '.join(args)} -t {images[name]}:" in install, name
+    used = {c["image"] for k, docs in rendered.items() if k != "base"  # the base alone sets no image
+            for w in find(docs, "Deployment") + find(docs, "Job")
+            for c in pod_spec(w).get("initContainers", []) + pod_spec(w)["containers"]}
+    assert used == {f"{images[n]}:0.1.0" for n in builds}, used
+
+
 def test_the_prewarm_overlay_is_only_a_job_that_fills_the_bucket(rendered):
     docs = rendered["overlays/prewarm"]
     assert sorted(base_name(x) for x in docs) == ["seeder-models", "seeder-prewarm", "seeder-settings"]
@@ -806,19 +824,38 @@ class Images:
     seconds: float  # to build both
 
 
+def documented_builds() -> dict[str, list[str]]:
+    """Each image kustomize sets (by the name the manifests use) -> the ``docker build`` flags, but for the tag,
+    that components/common/kustomization.yaml tells a user to build it with."""
+    path = K8S / "components" / "common" / "kustomization.yaml"
+    text = path.read_text()
+    names = {i["newName"]: i["name"] for i in yaml.safe_load(text)["images"]}
+    out = {}
+    for line in re.findall(r"^#\s+docker build (.+) \.$", text, re.MULTILINE):
+        args = line.split()
+        ref = args.pop(args.index("-t") + 1)
+        args.remove("-t")
+        out[names[ref.rpartition(":")[0]]] = args
+    assert sorted(out) == sorted(names.values()), f"{path}: a build command for each image: {out}"
+    return out
+
+
 @pytest.fixture(scope="module")
 def images(engine, tmp_path_factory):
-    """Both images, built from this checkout once for the module's Docker tests. The app image bundles no
-    model (an empty manifest), so its /healthz can only pass on what a pod's seeder put in its volume."""
+    """Both images, built from this checkout once for the module's Docker tests, with the commands
+    components/common gives. The checkout's manifest names models; the hub is a closed port, so a build
+    that asked it anything would fail, and the app's /healthz can only pass on what a pod's seeder put in
+    its volume."""
     started = time.monotonic()
     prefix = f"seeder-k8s-{os.urandom(4).hex()}"
     ctx = copy_checkout(tmp_path_factory.mktemp("ctx"))
-    (ctx / "k8s-test").mkdir()
-    (ctx / "k8s-test" / "models.toml").write_text("# none: the app serves only what the pod's volume holds\n")
     built = Images(f"{prefix}-seeder", f"{prefix}-app", 0.0)
+    nowhere = ["--build-arg", "HF_ENDPOINT=http://127.0.0.1:9", "--build-arg", "SEEDER_ALLOW_HTTP=1"]
+    builds = {name: [str(ctx / a) if i and args[i - 1] == "-f" else a for i, a in enumerate(args)]
+              for name, args in documented_builds().items()}
     try:
-        build(ctx, built.seeder, "-f", str(ctx / "Dockerfile.seeder"))
-        build(ctx, built.app, "--build-arg", "MANIFEST_DIR=k8s-test")
+        build(ctx, built.seeder, *builds["seeder"], *nowhere)
+        build(ctx, built.app, *builds["seeder-app"], *nowhere)
         built.seconds = time.monotonic() - started
         yield built
     finally:
