@@ -336,3 +336,17 @@ def test_a_shared_bucket_fills_a_second_hf_cache_node_without_the_hub(hub, seawe
     assert run.code == 0, run
     seen = read_as_apps(tmp_path / "b", commit)
     assert seen["warnings"] == [] and seen["hidden_size"] == 384 and seen["weight"] == 1.0
+
+
+def test_prune_from_the_lock_alone_clears_an_hf_cache_of_a_dropped_model(hub, tmp_path):
+    hub.add_repo(REPO, repo_files())
+    gguf = blob(20_000, seed=6)
+    m = hf_manifest(tmp_path / "models.toml", url_entry("llm", hub.add_file("llm/tiny.gguf", gguf), gguf))
+    target = tmp_path / "hf"
+    assert run_seeder("-m", str(m), "-t", str(target), hub=hub).code == 0
+    assert run_seeder("remove", "mini", "-m", str(m)).code == 0
+    hub.clear_log()
+    run = run_seeder("-m", str(m), "-t", str(target), "--locked", "--prune", hub=hub)
+    assert run.code == 0, run
+    assert hub.requests == [] and not (target / "hub" / FOLDER).exists()
+    assert run_seeder("verify", "-m", str(m), "-t", str(target)).code == 0
