@@ -18,4 +18,5 @@ Needs: wget, curl, aria2 (Debian packages: installed with apt-get when missing a
 Dockerfile + docker-compose.yml are optional: without them that part is skipped with a note. So is the
 shared S3 cache part (a 1 GiB bucket read against boto3, and 1, 2, 4 nodes sharing one origin fetch): it
 needs boto3 and SeaweedFS's `weed` (seeder's test dependencies; tests/seaweed.py starts it); --no-s3 skips it.
+--only with parts alone runs just those and puts their sections into the existing page (bench/page.py).
 """

@@ -8,12 +8,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import bench
 from bench.common import (DEFAULT_MULTIPART_MIN, DEFAULT_PART_SIZE, EMBEDDING_FILES, LLM_SIZE, MB, ROOT,
                           SEEDER_SOURCE, FakeHub, MiB, load_dir, say)
 from bench.harness import Bench
+from bench.page import splice
 from bench.prepare import Data, disk_write_speed, ensure_tools, generate, url_model
 from bench.report import chart, machine, report, targets
 from bench.scenarios.cold import cold_and_peers
@@ -44,8 +46,8 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("--no-s3", dest="s3", action="store_false", help="skip the shared S3 cache (SeaweedFS) runs")
     p.add_argument("--only", type=lambda s: [x for x in s.split(",") if x], default=None,
                    help="comma-separated peers to run besides seeder (wget,curl,aria2c,huggingface_hub) and "
-                        "parts (s3: the shared S3 cache); naming parts only runs only them, and s3 runs with "
-                        "--only only when named")
+                        "parts (s3: the shared S3 cache); naming parts only runs only them, and writes only their "
+                        "sections into --out; s3 runs with --only only when named")
     p.add_argument("--no-install", dest="install", action="store_false", help="never apt-get/pip install")
     p.add_argument("--workdir", type=Path, default=None, help="where to generate files (default: a temp dir in /tmp)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         data = generate(work / "data", args)
         run = _measure(args, work, data, have, link)
         for tool, ok in have.items():
-            if not ok:
+            if not ok and args.core:  # only the core runs compare with wget, curl and aria2c
                 run.notes.append(f"{tool} is not installed: its row is missing.")
         info = machine(work, disk)
         settings = _settings(args, link, run, data, started)
@@ -145,6 +147,9 @@ def _settings(args, link: float, run: Bench, data: Data, started: float) -> dict
 
 
 def _publish(run: Bench, args, work: Path, info: dict[str, str], settings: dict[str, str], checks) -> None:
+    if args.write and not args.core and args.out.exists():
+        _publish_part(run, args, work, info, settings, checks)
+        return
     png = args.out.with_suffix(".png") if args.write else None
     if png is not None and (why := chart(run, png)):
         run.notes.append(why)
@@ -156,3 +161,18 @@ def _publish(run: Bench, args, work: Path, info: dict[str, str], settings: dict[
     if args.write:
         say(f"wrote {args.out}" + (f" and {png}" if png and png.exists() else ""))
 
+
+def _publish_part(run: Bench, args, work: Path, info: dict[str, str], settings: dict[str, str], checks) -> None:
+    """Only the parts named with --only: their sections go into the page, the rest of it stays (bench.page)."""
+    text = report(run, info, settings, checks, work / "benchmarks.md", None)
+    say("\n" + text)
+    runs = f"{args.runs} run" + ("s" if args.runs != 1 else "")
+    stamp = (f"Measured on its own (`python -m bench --only {','.join(args.only)}`) on "
+             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: {runs} per row, server caps {settings['Server caps']}; "
+             f"{info['CPU']}; {info['Disk']}.")
+    page = splice(args.out.read_text(), text, stamp)
+    if page is None:
+        say(f"nothing measured: {args.out} left as it was")
+        return
+    args.out.write_text(page)
+    say(f"wrote the sections of {', '.join(args.only)} into {args.out}; the rest of it is unchanged")

@@ -38,6 +38,7 @@ SECTIONS = [
      "built, the seeder fills the volume and the app becomes healthy. Before the seeder image carried "
      "the models, the server sent the set twice here (once for the app image, once for the volume)."),
 ]
+S3_HEADING = "Shared S3 cache"
 
 S3_TEXT = {
     "intro": "What a node pays to read from a shared bucket, and what the bucket saves a fleet. The bucket is "
@@ -315,7 +316,7 @@ def _s3_section(bench: Bench) -> list[str]:
     reads = [r for r in bench.rows if r.group == "s3"]
     if not reads and not bench.fleets:
         return []
-    lines = ["", "### Shared S3 cache", "", S3_TEXT["intro"]]
+    lines = ["", f"### {S3_HEADING}", "", S3_TEXT["intro"]]
     if reads:
         lines += ["", "#### Reading a 1 GiB blob from the bucket: seeder vs boto3", "", S3_TEXT["read"], ""]
         lines += table(reads, reads[0], "× seeder")
