@@ -20,12 +20,13 @@ from bench.prepare import Data, disk_write_speed, ensure_tools, generate, url_mo
 from bench.report import chart, machine, report, targets
 from bench.scenarios.cold import cold_and_peers
 from bench.scenarios.docker import docker
+from bench.scenarios.hfcache import hf_cache
 from bench.scenarios.memory import memory
 from bench.scenarios.s3 import shared_s3
 from bench.scenarios.small import small_files
 from bench.scenarios.warm import warm_and_verify
 
-SCENARIOS = ("s3",)  # --only names that select a part of the benchmark rather than a peer
+SCENARIOS = ("s3", "hf-cache")  # --only names that select a part of the benchmark rather than a peer
 
 
 def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
@@ -44,10 +45,13 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("--no-docker", dest="docker", action="store_false", help="skip docker compose build")
     p.add_argument("--no-small", dest="small", action="store_false", help="skip the many-small-files runs")
     p.add_argument("--no-s3", dest="s3", action="store_false", help="skip the shared S3 cache (SeaweedFS) runs")
+    p.add_argument("--no-hf-cache", dest="hf_cache", action="store_false",
+                   help="skip filling an HF cache (seeder's hf-cache layout vs snapshot_download)")
     p.add_argument("--only", type=lambda s: [x for x in s.split(",") if x], default=None,
                    help="comma-separated peers to run besides seeder (wget,curl,aria2c,huggingface_hub) and "
-                        "parts (s3: the shared S3 cache); naming parts only runs only them, and writes only their "
-                        "sections into --out; s3 runs with --only only when named")
+                        "parts (s3: the shared S3 cache; hf-cache: filling an HF cache); naming parts only runs "
+                        "only them, and writes only their sections into --out; a part runs with --only only "
+                        "when named")
     p.add_argument("--no-install", dest="install", action="store_false", help="never apt-get/pip install")
     p.add_argument("--workdir", type=Path, default=None, help="where to generate files (default: a temp dir in /tmp)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -55,6 +59,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("--keep", action="store_true", help="keep the generated files")
     args = p.parse_args(argv)
     args.s3 = args.s3 and (not args.only or "s3" in args.only)
+    args.hf_cache = args.hf_cache and (not args.only or "hf-cache" in args.only)
     args.core = not args.only or any(name not in SCENARIOS for name in args.only)  # cold, warm, verify and the rest
     if not args.core:
         args.small = args.rss = args.docker = False
@@ -96,8 +101,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 def _enough_space(base: Path, args) -> bool:
     base.mkdir(parents=True, exist_ok=True)
     say(subprocess.run(["df", "-h", str(base)], capture_output=True, text=True).stdout.strip())
-    need = int((EMBEDDING_FILES["model.safetensors"] + LLM_SIZE) * args.scale * 4 + (1280 * MiB * 2 if args.rss else 0)
-               + (5 << 30 if args.s3 else 0))  # the 1 GiB blob, its copy in the bucket, two readers; the node runs
+    set_bytes = (EMBEDDING_FILES["model.safetensors"] + LLM_SIZE) * args.scale
+    need = int(set_bytes * 4 + (1280 * MiB * 2 if args.rss else 0)
+               + (5 << 30 if args.s3 else 0)  # the 1 GiB blob, its copy in the bucket, two readers; the node runs
+               + (set_bytes * 2 if args.hf_cache else 0))  # seeder's HF_HOME and the peer's, side by side
     free = shutil.disk_usage(base).free
     if free < need:
         say(f"not enough space in {base}: need about {need / 1e9:.1f} GB, {free / 1e9:.1f} GB free")
@@ -125,6 +132,8 @@ def _measure(args, work: Path, data: Data, have: dict[str, bool], link: float) -
             small_files(run)
         if args.rss:
             memory(run)
+        if args.hf_cache:
+            hf_cache(run)
         if args.docker:
             docker(run)
         if args.s3:

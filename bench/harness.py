@@ -34,8 +34,12 @@ class Bench:
     def wanted(self, name: str) -> bool:
         return not self.args.only or any(key in name for key in self.args.only)
 
+    def commit(self, repo: str) -> str:
+        """The commit the server's main branch of ``repo`` names."""
+        return self.hub._repos[repo].branches["main"]
+
     def _peer_urls(self) -> list[tuple[str, str]]:
-        commit = self.hub._repos["bench/embedding"].branches["main"]
+        commit = self.commit("bench/embedding")
         pairs = [(f"{self.hub.url}/bench/embedding/resolve/{commit}/{name}", f"embedding/{name}")
                  for name in EMBEDDING_FILES]
         pairs.append((f"{self.hub.url}/files/llm.gguf", "llm/llm.gguf"))

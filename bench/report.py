@@ -37,6 +37,14 @@ SECTIONS = [
      "after an edit in app/ only. First up: that cache emptied again and a new volume; both images are "
      "built, the seeder fills the volume and the app becomes healthy. Before the seeder image carried "
      "the models, the server sent the set twice here (once for the app image, once for the volume)."),
+    ("hf-cache", "Filling an HF cache: seeder vs huggingface_hub's `snapshot_download`",
+     "An HF_HOME that apps read by model id, filled cold from the benchmark's server: by seeder with "
+     "`layout = \"hf-cache\"` as the manifest's first line (hub files land in `<target>/hub/models--org--name/`), "
+     "and by huggingface_hub's own `snapshot_download(repo, cache_dir=<HF_HOME>/hub, allow_patterns=<the "
+     "manifest's include>)`, each in a process of its own, runs interleaved. After every run, untimed, "
+     "huggingface_hub reads the result offline (`HF_HUB_OFFLINE=1`): `scan_cache_dir()` lists no warning and "
+     "one revision per repo, the one refs/main names, and `snapshot_download(local_files_only=True)` hands back "
+     "exactly the included files with the source's bytes. Ratio: the tool's time over seeder's."),
 ]
 S3_HEADING = "Shared S3 cache"
 
@@ -303,12 +311,14 @@ def _tables(bench: Bench, seeder_cold: Row | None) -> list[str]:
         rows = [r for r in bench.rows if r.group == group]
         if not rows:
             continue
-        base = seeder_cold if group == "cold" else rows[0] if group == "verify" else None
+        base = seeder_cold if group == "cold" else rows[0] if group in ("verify", "hf-cache") else None
         lines += ["", f"### {title}", "", text, ""]
         lines += table(rows, base, "× seeder")
         if group == "docker":
             lines += ["", "Model bytes the server sent during the builds (median): "
                       + ", ".join(f"{r.name}: {r.fetched:,}" for r in rows) + "."]
+        if bench.remarks.get(group):
+            lines += [""] + [f"- {line}" for line in bench.remarks[group]]
     return lines
 
 
