@@ -36,9 +36,9 @@ def obtain_lock(manifest: Manifest, target: Target, *, locked: bool, net: Networ
     current = lockfile.read(path) if committed else current_lock(manifest, target)
     if current is not None and current.matches(manifest):
         return current
+    why = not_current(path, current, manifest)
     current = current or Lock(models=())
     stale = current.stale_models(manifest)
-    why = not_current(path, current, manifest)
     if locked:
         raise LockError(f"{why}; run `seeder lock` and commit the result")
     fresh = {}
@@ -51,10 +51,12 @@ def obtain_lock(manifest: Manifest, target: Target, *, locked: bool, net: Networ
     return new
 
 
-def not_current(path: Path, lock: Lock, manifest: Manifest) -> str:
-    """Why ``lock`` (read from ``path``) does not cover ``manifest``."""
-    if not lock.models:
+def not_current(path: Path, lock: Lock | None, manifest: Manifest) -> str:
+    """Why ``lock`` (read from ``path``; None: there is none) does not cover ``manifest``."""
+    if lock is None:
         return f"{path} is missing"
+    if not lock.models:
+        return f"{path} is empty"
     return f"{path} is out of date for {', '.join(lock.stale_models(manifest)) or 'removed models'}"
 
 

@@ -153,6 +153,24 @@ def test_locked_refuses_missing_or_stale_lock(hub, tmp_path):
     assert (tmp_path / "models.lock").read_bytes() == lock_before
 
 
+@pytest.mark.parametrize("content", ["", "\n", '{"version": 1, "models": []}\n'])
+def test_an_empty_lock_is_reported_as_empty_not_missing(content, hub, tmp_path):
+    hub.add_repo("org/emb", repo_files())
+    m = manifest(tmp_path / "models.toml", hub)
+    lock = tmp_path / "models.lock"
+    lock.write_text(content)
+    for args in (["--locked"], ["lock", "--locked"], ["verify"]):
+        run = run_seeder(*args, "-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+        assert run.code == 2 and f"{lock} is empty; run `seeder lock`" in run.err, (args, run)
+        assert "missing" not in run.err and "Traceback" not in run.err
+    assert lock.read_text() == content  # the checks wrote nothing
+    # Without --locked, an empty lock is one to fill: resolved and written, like a missing one.
+    run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
+    assert run.code == 0, run
+    assert [e["name"] for e in json.loads(lock.read_text())["models"]] == ["embedding"]
+    assert (tmp_path / "t" / "embedding" / "config.json").exists()
+
+
 def test_stale_lock_is_re_resolved_without_locked(hub, tmp_path):
     hub.add_repo("org/emb", repo_files())
     m = manifest(tmp_path / "models.toml", hub)

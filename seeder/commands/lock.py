@@ -15,12 +15,13 @@ def run(args, cfg, net) -> int:
     if net.offline:
         raise UsageError("seeder lock needs the hub; it cannot run --offline")
     path = lockfile.lock_path_for(manifest.path)
-    current = lockfile.read(path) or Lock(models=())
+    given = lockfile.read(path)
+    current = given or Lock(models=())
     if cfg.locked:  # as `uv lock --locked`: check that the lock is current, write nothing
         if args.upgrade:
             raise UsageError("--locked checks the lock and --upgrade rewrites it: use one")
         if not current.matches(manifest):
-            raise LockError(f"{not_current(path, current, manifest)}; run `seeder lock` and commit the result")
+            raise LockError(f"{not_current(path, given, manifest)}; run `seeder lock` and commit the result")
         log.info("lock is up to date", path=str(path))
         return OK
     names = [m.name for m in manifest.models] if args.upgrade else current.stale_models(manifest)

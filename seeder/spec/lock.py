@@ -112,13 +112,15 @@ def lock_path_for(manifest_path: Path) -> Path:
 
 
 def read(path: Path) -> Lock | None:
-    """Read a lock file; None when it does not exist."""
+    """Read a lock file; None when it does not exist. An empty file is a lock of no models."""
     try:
         text = path.read_text("utf-8")
     except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, UnicodeDecodeError) as e:
         raise LockError(f"{path}: cannot read lock: {e}") from None
+    if not text.strip():  # `touch models.lock`, or a `> models.lock` whose command failed
+        return Lock(models=())
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
