@@ -292,6 +292,17 @@ def test_a_cache_and_a_target_that_contain_each_other_are_refused(layout, hub, t
     assert run.code == 2 and "must not contain each other" in run.err, run
     assert not (tmp_path / cache / "blobs").exists() and hub.requests == []
 
+    # A warm run needs no cache, and is refused all the same: the setting is wrong before a run needs it.
+    assert run_seeder("-m", str(m), "-t", str(tmp_path / target), hub=hub).code == 0
+    lock = (tmp_path / "models.lock").read_bytes()
+    hub.clear_log()
+    for command in ("seed", "refresh"):
+        run = run_seeder(command, "-m", str(m), "-t", str(tmp_path / target), "--cache", str(tmp_path / cache),
+                         hub=hub)
+        assert run.code == 2 and "must not contain each other" in run.err, (command, run)
+    assert not (tmp_path / cache / "blobs").exists() and hub.requests == []  # refresh resolved nothing
+    assert (tmp_path / "models.lock").read_bytes() == lock
+
 
 @pytest.mark.parametrize("value", ["JSON", "Console", "json"])
 def test_log_formats_are_case_insensitive(value, tmp_path):

@@ -60,7 +60,21 @@ def checked_lock(cfg: Settings, target: Target, state: State) -> Lock:
 
 def caches_of(cfg: Settings) -> list[Cache | Seeded | HfCache | S3Cache]:
     """The --cache chain, in lookup order."""
-    return [_s3_cache(c, cfg) if c.startswith("s3://") else _local_cache(c, cfg.target) for c in cfg.caches]
+    check_caches(cfg)
+    return [_s3_cache(c, cfg) if c.startswith("s3://") else _local_cache(c) for c in cfg.caches]
+
+
+def check_caches(cfg: Settings) -> None:
+    """Refuse a local --cache and the target inside one another; cheap, so a warm run that needs no
+    cache refuses the setting too, rather than waiting for the run that does to fail."""
+    # A cache inside the target would show blobs/ tmp/ locks/ to every app listing it; a target inside
+    # a cache could be pruned away.
+    models = Path(cfg.target).resolve()
+    for value in (c for c in cfg.caches if not c.startswith("s3://")):
+        cache = Path(value).resolve()
+        if cache.is_relative_to(models) or models.is_relative_to(cache):
+            raise UsageError(f"--cache {value} and the target {cfg.target} must not contain each other; "
+                             "put the cache beside the target")
 
 
 def _s3_cache(value: str, cfg: Settings) -> S3Cache:
@@ -70,13 +84,7 @@ def _s3_cache(value: str, cfg: Settings) -> S3Cache:
                    connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout)
 
 
-def _local_cache(value: str, target: str) -> Cache | Seeded | HfCache:
-    # A cache inside the target would show blobs/ tmp/ locks/ to every app listing it; a target inside
-    # a cache could be pruned away.
-    cache, models = Path(value).resolve(), Path(target).resolve()
-    if cache.is_relative_to(models) or models.is_relative_to(cache):
-        raise UsageError(f"--cache {value} and the target {target} must not contain each other; "
-                         "put the cache beside the target")
+def _local_cache(value: str) -> Cache | Seeded | HfCache:
     if is_seeded(Path(value)):
         return Seeded(Path(value))
     hub = hub_of(Path(value))

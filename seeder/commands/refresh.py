@@ -15,7 +15,7 @@ from ..resolve import resolve, save_lock
 from ..spec import lock as lockfile
 from ..spec.lock import Lock, LockedFile
 from ..store.state import ModelRecord, State
-from . import caches_of, load_manifest, target_of
+from . import caches_of, check_caches, load_manifest, target_of
 
 CHANGES = 10
 """``refresh --dry-run --exit-code``: something would change (0: nothing would)."""
@@ -100,6 +100,7 @@ def run(args, cfg, net) -> int:
     if net.offline:
         raise UsageError("seeder refresh needs the hub; it cannot run --offline")
     started = time.monotonic()
+    check_caches(cfg)  # before resolving: a refused setting costs no request and writes no lock
     manifest, target = load_manifest(cfg), target_of(cfg)
     fresh = resolve(manifest, [m.name for m in manifest.models], net)
     new = Lock(models=tuple(fresh[m.name] for m in manifest.models))

@@ -10,11 +10,12 @@ from ..errors import OK
 from ..install import Summary, install
 from ..install.prune import prune
 from ..resolve import obtain_lock
-from . import caches_of, load_manifest, target_of
+from . import caches_of, check_caches, load_manifest, target_of
 
 
 def run(args, cfg, net) -> int:
     started = time.monotonic()
+    check_caches(cfg)
     target = target_of(cfg)
     manifest = load_manifest(cfg)
     if not manifest.models:
