@@ -296,7 +296,7 @@ def test_a_cache_and_a_target_that_contain_each_other_are_refused(layout, hub, t
     assert run_seeder("-m", str(m), "-t", str(tmp_path / target), hub=hub).code == 0
     lock = (tmp_path / "models.lock").read_bytes()
     hub.clear_log()
-    for command in ("seed", "refresh"):
+    for command in ("seed", "refresh", "status"):
         run = run_seeder(command, "-m", str(m), "-t", str(tmp_path / target), "--cache", str(tmp_path / cache),
                          hub=hub)
         assert run.code == 2 and "must not contain each other" in run.err, (command, run)
@@ -386,3 +386,21 @@ def test_status_shows_an_interrupted_download_as_partial_with_its_bytes(hub, tmp
     run = run_seeder("status", "--json", "-m", str(m), "-t", str(tmp_path / "t"))
     row = json.loads(run.out)[0]
     assert run.code == 0 and row["state"] == "partial" and "1.0 MiB of 3.0 MiB on disk" in row["detail"], run
+
+
+def test_status_shows_a_download_interrupted_into_a_cache_as_partial(hub, tmp_path):
+    m = _manifest(hub, tmp_path)
+    cache, target = tmp_path / "cache", tmp_path / "t"
+    hub.add_fault("w.bin", "reset", times=10, at=1 << 20)  # every attempt dies at 1 MiB: the run gives up
+    run = run_seeder("-m", str(m), "-t", str(target), "--cache", str(cache), hub=hub)
+    assert run.code == 3, run
+    assert [p.stat().st_size for p in (cache / "tmp").glob("*.part")] == [1 << 20]  # the partial is the cache's
+    assert not list((target / ".seeder" / "tmp").glob("*.part"))
+    run = run_seeder("status", "--json", "-m", str(m), "-t", str(target), "--cache", str(cache))
+    [row] = json.loads(run.out)
+    assert run.code == 0 and row["state"] == "partial" and "1.0 MiB of 3.0 MiB on disk" in row["detail"], run
+    # ... and the next run with that cache resumes it: the 2 MiB left, not the whole file again
+    hub.clear_faults()
+    hub.clear_log()
+    assert run_seeder("-m", str(m), "-t", str(target), "--cache", str(cache), hub=hub).code == 0
+    assert hub.body_bytes() == 2 << 20

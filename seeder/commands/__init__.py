@@ -64,6 +64,12 @@ def caches_of(cfg: Settings) -> list[Cache | Seeded | HfCache | S3Cache]:
     return [_s3_cache(c, cfg) if c.startswith("s3://") else _local_cache(c) for c in cfg.caches]
 
 
+def local_caches(cfg: Settings) -> list[Cache]:
+    """The local --cache directories a run may download into: the writable ones, in order."""
+    check_caches(cfg)
+    return [c for c in (_local_cache(v) for v in cfg.caches if not v.startswith("s3://")) if c.writable]
+
+
 def check_caches(cfg: Settings) -> None:
     """Refuse a local --cache and the target inside one another; cheap, so a warm run that needs no
     cache refuses the setting too, rather than waiting for the run that does to fail."""

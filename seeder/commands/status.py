@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,10 +15,10 @@ from ..resolve import current_lock
 from ..spec import manifest as manifests
 from ..spec.lock import Lock, LockedModel
 from ..spec.manifest import Manifest
-from ..store import Target
+from ..store import Cache, Target
 from ..store import state as states
 from ..store.verify import verify
-from . import target_of
+from . import local_caches, target_of
 
 COMPLETE, PARTIAL, MISSING, STALE, MODIFIED, EXTRA = "complete", "partial", "missing", "stale", "modified", "extra"
 
@@ -34,8 +35,10 @@ class ModelStatus:
     detail: str | None = None
 
 
-def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep: bool) -> list[ModelStatus]:
-    """``deep`` hashes every file, so a change that keeps a file's size shows up as "modified" too."""
+def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep: bool,
+           caches: Sequence[Cache] = ()) -> list[ModelStatus]:
+    """``deep`` hashes every file, so a change that keeps a file's size shows up as "modified" too.
+    ``caches``: the local --cache directories; a run's partials live in the first one's ``tmp/``."""
     state = target.read_state()
     names = [m.name for m in manifest.models] if manifest else []
     names += sorted(n for n in state if n not in names)
@@ -44,7 +47,7 @@ def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep
         record = state.get(name)
         spec = manifest.get(name) if manifest else None
         if record is None or not target.path_of(record.model).exists():
-            rows.append(_not_installed(target, name, lock))
+            rows.append(_not_installed(target, name, lock, caches[0].tmp if caches else target.tmp))
             continue
         installed = record.model
         row = ModelStatus(name, COMPLETE, revision=revision_of(installed),
@@ -76,13 +79,14 @@ def revision_of(model: LockedModel) -> str:
     return "url"
 
 
-def _not_installed(target: Target, name: str, lock: Lock | None) -> ModelStatus:
-    """Missing, or partial with the bytes a running or interrupted download has on disk (it resumes)."""
+def _not_installed(target: Target, name: str, lock: Lock | None, tmp: Path) -> ModelStatus:
+    """Missing, or partial with the bytes a running or interrupted download has in ``tmp`` (the target's,
+    or the cache's a run with --cache downloads into: where the next run resumes it)."""
     model = lock.get(name) if lock else None
     if model is None:
         return ModelStatus(name, MISSING)
-    have = sum(size_on_disk(partial_path(target.tmp, f)) + (f.size if target.file_path(model, f).exists()
-                                                              else 0) for f in model.files)
+    have = sum(size_on_disk(partial_path(tmp, f)) + (f.size if target.file_path(model, f).exists() else 0)
+               for f in model.files)
     if not have:
         return ModelStatus(name, MISSING)
     return ModelStatus(name, PARTIAL, revision=revision_of(model), commit=model.commit, files=len(model.files),
@@ -119,7 +123,7 @@ def run(args, cfg, net) -> int:
     if target.state_file.exists() and not states.readable(target.state_file):
         log.warning("the target's state is unreadable: every model shows as missing until seeder runs again",
                     path=str(target.state_file))
-    rows = status(target, manifest, lock, deep=args.deep)
+    rows = status(target, manifest, lock, deep=args.deep, caches=local_caches(cfg))
     print(json.dumps(to_json(rows), indent=2) if args.json else render_table(rows))
     if modified := [r.name for r in rows if r.state == MODIFIED]:
         sys.stdout.flush()  # the table first, the error line last
