@@ -393,3 +393,45 @@ def test_cache_prune_names_a_missing_keep_manifest(tmp_path):
     run = run_seeder("cache", "prune", "--cache", str(tmp_path / "c"), "-m", str(tmp_path / "models.toml"),
                      "--keep", str(tmp_path / "missing.toml"))
     assert run.code == 2 and "missing.toml: no such manifest" in run.err, run
+
+
+_READ_COUNTING = """
+import sys
+from seeder.cli import main
+code = main(sys.argv[1:])
+io = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
+print(io["rchar"])  # bytes this process read through read() and its kin, from files and pipes alike
+sys.exit(code)
+"""
+
+
+def _import_reading(bundle: Path, target: Path) -> int:
+    """``seeder import``, run for real; returns how many bytes the process read."""
+    proc = subprocess.run([sys.executable, "-c", _READ_COUNTING, "import", str(bundle), "-t", str(target),
+                           "--log-format", "json"], env=seeder_env(None), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.split()[-1])
+
+
+def test_import_hashes_each_blob_once(hub, tmp_path):
+    big = {"config.json": b'{"v": 1}', "model.safetensors": blob(24 << 20, seed=31)}  # small: git blob id only
+    hub.add_repo("org/big", {".gitattributes": DEFAULT_GITATTRIBUTES, **big})
+    hub.add_repo("org/small", {".gitattributes": DEFAULT_GITATTRIBUTES, "config.json": b'{"v": 2}'})
+    bundles = {}
+    for name in ("small", "big"):
+        m = write_manifest(tmp_path / f"{name}.toml", f'[[models]]\nname = "{name}"\nrepo = "org/{name}"\n'
+                                                            'include = ["*.json", "*.safetensors"]\n')
+        assert run_seeder("-m", str(m), "-t", str(tmp_path / name), hub=hub).code == 0
+        bundles[name] = tmp_path / f"{name}.tar"  # uncompressed: the bundle's bytes are the bytes read
+        assert run_seeder("export", "-o", str(bundles[name]), "-m", str(m), "-t", str(tmp_path / name)).code == 0
+    # What the interpreter and seeder read to start and to import a bundle of next to nothing ...
+    baseline = _import_reading(bundles["small"], tmp_path / "into-small")
+    # ... and what importing the big one reads on top: the bundle once, and no blob a second time.
+    extra = _import_reading(bundles["big"], tmp_path / "into-big") - baseline
+    payload = sum(len(v) for v in big.values())
+    assert 0.99 * payload < extra < 1.05 * payload, extra / payload  # hashed twice, it was 2.0
+    assert _tree(tmp_path / "into-big" / "big") == big
+    assert run_seeder("verify", "-m", str(tmp_path / "none.toml"), "-t", str(tmp_path / "into-big")).code == 0
+    # The sha256 of a file the lock pins by git blob id only still reaches the state: staging computed it.
+    files = json.loads((tmp_path / "into-big" / ".seeder" / "state.json").read_text())["models"]["big"]["files"]
+    assert {p: f["sha256"] for p, f in files.items()} == {p: sha256(v) for p, v in big.items()}

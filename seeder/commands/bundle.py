@@ -129,9 +129,12 @@ def import_bundle(path: Path, target: Target, jobs: int, grace: float, layout: s
     staging = Cache(target.meta / f"import-{os.getpid()}")
     staging.ensure()
     try:
-        lock = _unpack_verified(path, staging)
+        lock, verified = _unpack_verified(path, staging)
         _say_what_it_replaces(target, lock)
-        return install(lock, target, caches=[staging], jobs=jobs, grace=grace, record_lock=True, layout=layout)
+        # Every staged blob was hashed on its way in: hashing it again on its way into the target would
+        # read the whole bundle a second time.
+        return install(lock, target, caches=[staging], jobs=jobs, grace=grace, record_lock=True, layout=layout,
+                       verified=verified)
     finally:
         shutil.rmtree(staging.root, ignore_errors=True)
 
@@ -147,13 +150,15 @@ def _say_what_it_replaces(target: Target, lock: Lock) -> None:
                         installed_at=old.installed_at)
 
 
-def _unpack_verified(path: Path, staging: Cache) -> Lock:
+def _unpack_verified(path: Path, staging: Cache) -> tuple[Lock, dict[Path, str]]:
+    """The bundle's lock, and each staged blob with its sha256, once every member checked out."""
     import zstandard
 
     raw, stream = _open_input(path)
     lock: Lock | None = None
     sums: dict[str, str] = {}
     wanted: dict[str, LockedFile] = {}
+    verified: dict[Path, str] = {}
     try:
         with raw, tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
@@ -163,14 +168,16 @@ def _unpack_verified(path: Path, staging: Cache) -> Lock:
                 elif member.name == SUMS_NAME and not sums:
                     sums = _read_sums(tar, member)
                 else:
-                    _stage(tar, member, wanted.pop(member.name, None), sums, staging, path)
+                    file = wanted.pop(member.name, None)
+                    sha256 = _stage(tar, member, file, sums, staging, path)  # raises unless file is one
+                    verified[staging.blob(file)] = sha256
     except (tarfile.TarError, EOFError, zstandard.ZstdError) as e:
         raise IntegrityError(f"{path}: bundle is truncated or corrupt ({type(e).__name__}: {e})") from None
     if lock is None:
         raise IntegrityError(f"{path}: empty bundle")
     if wanted:
         raise IntegrityError(f"{path}: bundle is missing {', '.join(sorted(wanted)[:5])}")
-    return lock
+    return lock, verified
 
 
 def _read_lock(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> Lock:
@@ -190,7 +197,8 @@ def _read_sums(tar: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, str]:
     return sums
 
 
-def _stage(tar, member, file: LockedFile | None, sums: dict[str, str], staging: Cache, path: Path) -> None:
+def _stage(tar, member, file: LockedFile | None, sums: dict[str, str], staging: Cache, path: Path) -> str:
+    """Hash ``member`` into ``staging``'s blob for ``file``, checked against the lock and the sums; its sha256."""
     if file is None or not member.isfile():
         raise IntegrityError(f"{path}: unexpected or duplicate member {member.name!r}")
     if member.size != file.size:
@@ -208,6 +216,7 @@ def _stage(tar, member, file: LockedFile | None, sums: dict[str, str], staging: 
     if sums.get(member.name) != digest:
         raise IntegrityError(f"{path}: {member.name} does not match {SUMS_NAME}")
     os.replace(part, blob)
+    return digest
 
 
 def run(args, cfg, net) -> int:

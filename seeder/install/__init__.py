@@ -11,6 +11,7 @@ earlier installs by their stamps. ``installer`` places and publishes; ``chain`` 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import log
@@ -28,7 +29,8 @@ __all__ = ["Summary", "install"]
 
 def install(lock: Lock, target: Target, *, caches: Sequence[Cache | S3Cache] = (), net: Network | None = None,
             parts: Parts | None = None, jobs: int = 4, grace: float = 0.0, remove_unlisted: bool = False,
-            record_lock: bool = False, unless_complete: bool = False, layout: str | None = None) -> Summary:
+            record_lock: bool = False, unless_complete: bool = False, layout: str | None = None,
+            verified: dict[Path, str] | None = None) -> Summary:
     """Bring ``target`` to exactly ``lock``.
 
     ``caches`` are looked up in order (local directories and ``s3://`` buckets); the first writable
@@ -36,7 +38,8 @@ def install(lock: Lock, target: Target, *, caches: Sequence[Cache | S3Cache] = (
     file in neither the target nor a cache is an error. ``record_lock`` keeps the lock in the target's
     state, for a target filled from a bundle. ``unless_complete``: do nothing if, once the flock is ours,
     another seeder has completed the same lock meanwhile. ``layout``: the manifest's (None: the
-    target's own, for a run without a manifest).
+    target's own, for a run without a manifest). ``verified``: files the caller hashed this run (a
+    bundle's staged blobs) and their sha256, linked into the target without hashing them again.
     """
     from .installer import Installer  # the download engine loads only when a target needs work
 
@@ -49,7 +52,7 @@ def install(lock: Lock, target: Target, *, caches: Sequence[Cache | S3Cache] = (
             if isinstance(cache, Cache):
                 cache.ensure()
         target.clear_marker()
-        installer = Installer(target, list(caches), net, parts or Parts(), jobs)
+        installer = Installer(target, list(caches), net, parts or Parts(), jobs, verified)
         errors = installer.place_all(lock)
         if remove_unlisted and not errors:
             installer.remove_unlisted(lock)

@@ -28,8 +28,10 @@ Source = tuple[Path, str | None]
 class Installer:
     """Brings every file of a lock into a target. One instance per run, under the target's flock."""
 
-    def __init__(self, target: Target, caches: list[Cache | S3Cache], net: Network | None, parts: Parts, jobs: int):
+    def __init__(self, target: Target, caches: list[Cache | S3Cache], net: Network | None, parts: Parts, jobs: int,
+                 verified: dict[Path, str] | None = None):
         self.target, self.jobs = target, jobs
+        self.verified = verified or {}  # path -> sha256 of files the caller hashed this run: linked, not hashed again
         self.state = target.read_state()
         self.summary = Summary()
         self.published: list[LockedModel] = []
@@ -190,14 +192,14 @@ class Installer:
     def link_or_copy(self, source: Path, final: Path, file: LockedFile, trusted: bool = True,
                      link: bool = True) -> str | None:
         """Install ``source`` at ``final``: a hardlink (unless ``link`` is False) or a copy hashed on the
-        way. A hardlink of a ``trusted`` source (verified by this run, or stamped in this target) is not
-        hashed again. Returns the sha256 when it was computed."""
+        way. A hardlink of a ``trusted`` source (verified by this run, or stamped in this target), or of one in
+        ``verified``, is not hashed again. Returns the sha256 when it was computed or known."""
         tmp = self.target.tmp / f"{file.digest}.{threading.get_ident()}.link"
         tmp.unlink(missing_ok=True)
-        sha256 = None
+        sha256 = known = self.verified.get(source)
         try:
             if link and _hardlinked(source, tmp):
-                if not trusted or file.sha256 is None:  # hashed through the link: the bytes installed
+                if known is None and (not trusted or file.sha256 is None):  # hashed through the link
                     sha256 = hash_file(tmp, file).check()
             else:
                 hasher = Hasher(file)
