@@ -114,7 +114,7 @@ def run(args, cfg, net) -> int:
         would = sum(p["action"] != "unchanged" for p in plan)
         log.info("dry run: nothing was touched", models_to_change=would)
         return CHANGES if would and args.exit_code else OK
-    save_lock(new, lockfile.lock_path_for(manifest.path), target)
+    save_lock(new, lockfile.lock_path_for(manifest.path), target, by="refresh")
     summary = install(new, target, caches=caches_of(cfg), net=net, parts=cfg.parts(), jobs=cfg.jobs, grace=cfg.grace,
                       remove_unlisted=not args.keep_removed, layout=manifest.layout)
     summary.seconds = time.monotonic() - started

@@ -20,7 +20,7 @@ def run(args, cfg, net) -> int:
     manifest = load_manifest(cfg)
     if not manifest.models:
         log.warning("the manifest lists no models: nothing to do", path=str(manifest.path))
-    lock = obtain_lock(manifest, target, locked=cfg.locked, net=net, committed=cfg.locked)
+    lock = obtain_lock(manifest, target, locked=cfg.locked, net=net, committed=cfg.locked, retire=True)
     if target.recorded_layout() == manifest.layout and target.is_complete(lock):
         summary = Summary.warm(lock)
     else:

@@ -11,7 +11,7 @@ from .. import log
 from ..errors import OK, IntegrityError, UsageError
 from ..fetch.partial import partial_path, size_on_disk
 from ..fmt import human_bytes
-from ..resolve import current_lock
+from ..resolve import choose_lock
 from ..spec import manifest as manifests
 from ..spec.lock import Lock, LockedModel
 from ..spec.manifest import Manifest
@@ -117,7 +117,7 @@ def run(args, cfg, net) -> int:
     manifest = lock = None
     if Path(cfg.manifest).exists():
         manifest = manifests.load(Path(cfg.manifest))
-        lock = current_lock(manifest, target)
+        lock = choose_lock(manifest, target).lock
     elif not target.root.exists():
         raise UsageError(f"nothing to show: no manifest at {cfg.manifest} and no target at {target.root}")
     if target.state_file.exists() and not states.readable(target.state_file):

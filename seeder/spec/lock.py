@@ -113,6 +113,12 @@ def lock_path_for(manifest_path: Path) -> Path:
 
 def read(path: Path) -> Lock | None:
     """Read a lock file; None when it does not exist. An empty file is a lock of no models."""
+    data = read_json(path)
+    return None if data is None else parse(data, path)
+
+
+def read_json(path: Path) -> object:
+    """A lock file's JSON, unchecked (None when there is no file), for readers of fields beyond the lock's."""
     try:
         text = path.read_text("utf-8")
     except (FileNotFoundError, NotADirectoryError):
@@ -120,12 +126,11 @@ def read(path: Path) -> Lock | None:
     except (OSError, UnicodeDecodeError) as e:
         raise LockError(f"{path}: cannot read lock: {e}") from None
     if not text.strip():  # `touch models.lock`, or a `> models.lock` whose command failed
-        return Lock(models=())
+        return {"version": LOCK_VERSION, "models": []}
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise LockError(f"{path}: invalid JSON: {e} (delete it and run `seeder lock`)") from None
-    return parse(data, path)
 
 
 def parse(data: object, path: Path | str) -> Lock:
