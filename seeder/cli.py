@@ -132,11 +132,6 @@ def _add_commands(sub, common: argparse.ArgumentParser) -> None:
                        description="Check the target against the lock (or, without a manifest, against what "
                        "the target records as installed). Exit 1 names every problem.")
     p.add_argument("--fast", action="store_true", help="check presence and sizes only, no hashing")
-    p = sub.add_parser("lock", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
-                       help="resolve the manifest into models.lock",
-                       description="Resolve models that are new or changed in the manifest into models.lock; "
-                       "with --upgrade, resolve every model again (branches move forward).")
-    p.add_argument("--upgrade", action="store_true", help="re-resolve every model, not only changed ones")
     p = sub.add_parser("refresh", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
                        help="re-resolve and update the target in place",
                        description="Re-resolve every model (branches and tags move forward), rewrite the lock, "
@@ -153,7 +148,8 @@ def _add_commands(sub, common: argparse.ArgumentParser) -> None:
                        help="show what the target holds",
                        description="Each model: revision, commit, files, bytes, installed-at and state "
                        "(complete; partial: downloading, not installed yet; missing; stale; extra; modified: "
-                       "installed files changed since install). Exit 1 when a model is modified, as verify would.")
+                       "installed files changed since install); whether the target runs on a lock of its own, ahead "
+                       "of the given one. Exit 1 when a model is modified, as verify would.")
     p.add_argument("--json", action="store_true", help="JSON on stdout instead of a table")
     p.add_argument("--verify", dest="deep", action="store_true",
                    help="hash every file: a change that keeps a file's size shows as modified too")
@@ -184,6 +180,17 @@ def _add_commands(sub, common: argparse.ArgumentParser) -> None:
 
 def _add_editing_commands(sub, common: argparse.ArgumentParser) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("lock", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="resolve the manifest into models.lock",
+                       description="Resolve models that are new or changed in the manifest into models.lock; "
+                       "with --upgrade, resolve every model again (branches move forward); with --from-target, "
+                       "take the lock the target runs on.")
+    p.add_argument("--upgrade", action="store_true", help="re-resolve every model, not only changed ones")
+    p.add_argument("--from-target", action="store_true",
+                   help="resolve nothing: write the lock the target runs on (one a refresh kept in it, where the "
+                        "manifest's directory was read-only), to commit it")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="with --from-target: write there instead of beside the manifest; - prints it on stdout")
     p = sub.add_parser("add", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
                        help="add a model to models.toml, resolve it, pin it in models.lock",
                        description="Append a [[models]] table to the manifest (comments and layout kept), resolve "

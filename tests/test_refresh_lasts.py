@@ -91,6 +91,15 @@ def test_a_refresh_lasts_until_the_given_lock_changes(project, hub):
         assert any("later runs keep it" in e["event"] for e in refreshed.events if e["level"] == "warning")
         assert run_seeder("verify", *args).code == 0  # checked against the lock the target runs on
 
+        # status says the target is ahead of the given lock, and how to make that permanent
+        status = run_seeder("status", *args)
+        assert status.code == 0, status
+        assert f"m: ahead of {conf / 'models.lock'}, which pins {project['first'][:12]}" in status.out
+        assert "seeder lock --from-target --output - > models.lock && git commit" in status.out
+        assert "docker compose run --rm -T seeder lock --from-target --output - > models.lock" in status.out
+        [row] = json.loads(run_seeder("status", "--json", *args).out)
+        assert (row["state"], row["commit"], row["ahead_of"]) == ("complete", second, project["first"])
+
     # The image is rebuilt with a new committed lock (main moved again): that lock wins.
     third = hub.add_repo("org/m", version(3))
     assert run_seeder("lock", "--upgrade", "-m", str(project["manifest"]), hub=hub).code == 0
@@ -104,7 +113,8 @@ def test_a_refresh_lasts_until_the_given_lock_changes(project, hub):
         assert installed(target)["config.json"] == b'{"v": 3}'
         assert not (target / ".seeder" / "models.lock").exists()  # superseded: gone
         status = run_seeder("status", "--json", *args)
-        assert json.loads(status.out)[0]["commit"] == third
+        assert json.loads(status.out)[0]["commit"] == third and json.loads(status.out)[0]["ahead_of"] is None
+        assert "ahead" not in run_seeder("status", *args).out
 
 
 def test_a_refresh_from_no_lock_then_a_committed_lock_wins(project, hub):
@@ -129,6 +139,49 @@ def test_a_refresh_from_no_lock_then_a_committed_lock_wins(project, hub):
         assert installed(target)["config.json"] == b'{"v": 1}'
 
 
+def test_lock_from_target_makes_the_refresh_permanent(project, hub):
+    target, args, conf = project["target"], project["args"], project["conf"]
+    second = hub.add_repo("org/m", version(2))
+    with read_only(conf):
+        assert run_seeder("refresh", *args, hub=hub).code == 0
+        # In the container: the lock on stdout, to redirect into the checkout's models.lock.
+        printed = run_seeder("lock", "--from-target", "--output", "-", *args)
+        assert printed.code == 0, printed
+        assert json.loads(printed.out)["models"][0]["commit"] == second and "based_on" not in printed.out
+        # Beside a read-only manifest it cannot write, and says what can.
+        run = run_seeder("lock", "--from-target", *args)
+        assert run.code == 4 and "read-only" in run.err and "--output - prints the lock" in run.err, run
+    (conf / "models.lock").write_text(printed.out)  # committed, the image rebuilt with it
+    with read_only(conf):
+        hub.clear_log()
+        run = run_seeder(*args, hub=hub)
+        assert run.code == 0, run
+        assert lock_event(run)["path"] == str(conf / "models.lock") and "has been committed" in lock_event(run)["why"]
+        assert hub.requests == [] and installed(target)["config.json"] == b'{"v": 2}'
+        summary = [e for e in run.events if e["event"] == "summary"][-1]
+        assert summary["bytes_downloaded"] == 0 and summary["bytes_reused"] > 0  # the warm path: nothing moved
+        assert not (target / ".seeder" / "models.lock").exists()
+        assert "ahead" not in run_seeder("status", *args).out
+        # Nothing of its own left to take: a clear refusal, exit 2.
+        run = run_seeder("lock", "--from-target", *args)
+        assert run.code == 2 and "not on a lock of its own" in run.err, run
+
+    # On the host, where the manifest's directory is writable, --from-target writes models.lock itself.
+    third = hub.add_repo("org/m", version(3))
+    with read_only(conf):
+        assert run_seeder("refresh", *args, hub=hub).code == 0
+        status = run_seeder("status", *args)
+        assert "ahead of" in status.out
+    status = run_seeder("status", *args)
+    assert f"make it permanent: seeder lock --from-target -m {project['manifest']} -t {target} && git commit" \
+        in status.out, status.out
+    run = run_seeder("lock", "--from-target", *args)
+    assert run.code == 0, run
+    assert json.loads((conf / "models.lock").read_text())["models"][0]["commit"] == third
+    assert not (target / ".seeder" / "models.lock").exists()
+    assert "ahead" not in run_seeder("status", *args).out
+
+
 def test_a_refresh_beside_a_writable_manifest_rewrites_models_lock(project, hub):
     """Nothing to keep in the target: the refreshed lock is the given one, ready to commit."""
     second = hub.add_repo("org/m", version(2))
@@ -137,6 +190,15 @@ def test_a_refresh_beside_a_writable_manifest_rewrites_models_lock(project, hub)
     assert not (project["target"] / ".seeder" / "models.lock").exists()
     run = run_seeder(*project["args"], hub=hub)
     assert lock_event(run)["why"] == "the lock beside the manifest"
+    assert "ahead" not in run_seeder("status", *project["args"]).out
+
+
+@pytest.mark.parametrize("bad", ["--upgrade", "--locked"])
+def test_lock_from_target_refuses_flags_that_contradict_it(bad, project):
+    run = run_seeder("lock", "--from-target", bad, *project["args"])
+    assert run.code == 2 and "--from-target" in run.err and "Traceback" not in run.err, run
+    run = run_seeder("lock", "--output", "-", *project["args"])
+    assert run.code == 2 and "--output goes with --from-target" in run.err, run
 
 
 def test_a_damaged_lock_in_the_target_gives_way_to_the_given_lock(project, hub):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -11,7 +13,7 @@ from .. import log
 from ..errors import OK, IntegrityError, UsageError
 from ..fetch.partial import partial_path, size_on_disk
 from ..fmt import human_bytes
-from ..resolve import choose_lock
+from ..resolve import Choice, choose_lock
 from ..spec import manifest as manifests
 from ..spec.lock import Lock, LockedModel
 from ..spec.manifest import Manifest
@@ -33,6 +35,8 @@ class ModelStatus:
     bytes: int = 0
     installed_at: str | None = None
     detail: str | None = None
+    ahead_of: str | None = None
+    """What the given lock pins (commit, else version) where the target runs on a newer lock of its own."""
 
 
 def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep: bool,
@@ -110,21 +114,50 @@ def to_json(rows: list[ModelStatus]) -> list[dict]:
     return [asdict(r) for r in rows]
 
 
+def ahead(rows: list[ModelStatus], choice: Choice) -> bool:
+    """Whether the target runs on a lock of its own that the given one does not equal (a refresh kept in
+    the target); marks each model that lock moved ahead."""
+    if not choice.own or (choice.given is not None and choice.given.to_json() == choice.lock.to_json()):
+        return False
+    for row in rows:
+        mine, given = choice.lock.get(row.name), choice.given.get(row.name) if choice.given else None
+        if mine is not None and given is not None and mine.version != given.version:
+            row.ahead_of = given.commit or given.version
+            row.detail = row.detail or f"ahead of {choice.given_path}, which pins {row.ahead_of[:12]}"
+    return True
+
+
+def make_permanent(choice: Choice, cfg) -> str:
+    """What to run to make the target's own lock the committed one."""
+    given = choice.given_path
+    first = (f"ahead of {given}: the target runs on its own lock ({choice.kept.made()}), which later runs keep "
+             f"until {given} changes" if choice.given is not None else
+             f"the target runs on a lock of its own ({choice.path}): there is none at {given} to commit")
+    if os.access(given.parent, os.W_OK):
+        take = f"seeder lock --from-target -m {shlex.quote(cfg.manifest)} -t {shlex.quote(cfg.target)}"
+        return f"{first}\nmake it permanent: {take} && git commit -m 'models: refresh' {shlex.quote(str(given))}"
+    take = "seeder lock --from-target --output - > models.lock"
+    return (f"{first}\nmake it permanent, where models.lock is committed: {take} && git commit -m 'models: refresh' "
+            f"models.lock\n  (through Compose: docker compose run --rm -T {take})")
+
+
 def run(args, cfg, net) -> int:
     import json
 
     target = target_of(cfg)
-    manifest = lock = None
+    manifest = lock = choice = None
     if Path(cfg.manifest).exists():
         manifest = manifests.load(Path(cfg.manifest))
-        lock = choose_lock(manifest, target).lock
+        choice = choose_lock(manifest, target)
+        lock = choice.lock
     elif not target.root.exists():
         raise UsageError(f"nothing to show: no manifest at {cfg.manifest} and no target at {target.root}")
     if target.state_file.exists() and not states.readable(target.state_file):
         log.warning("the target's state is unreadable: every model shows as missing until seeder runs again",
                     path=str(target.state_file))
     rows = status(target, manifest, lock, deep=args.deep, caches=local_caches(cfg))
-    print(json.dumps(to_json(rows), indent=2) if args.json else render_table(rows))
+    note = make_permanent(choice, cfg) if choice is not None and ahead(rows, choice) else None
+    print(json.dumps(to_json(rows), indent=2) if args.json else render_table(rows) + (f"\n{note}" if note else ""))
     if modified := [r.name for r in rows if r.state == MODIFIED]:
         sys.stdout.flush()  # the table first, the error line last
         raise IntegrityError(f"modified since install: {', '.join(modified)} (seeder verify names each problem)")
