@@ -159,12 +159,17 @@ def test_an_empty_lock_is_reported_as_empty_not_missing(content, hub, tmp_path):
     m = manifest(tmp_path / "models.toml", hub)
     lock = tmp_path / "models.lock"
     lock.write_text(content)
-    for args in (["--locked"], ["lock", "--locked"], ["verify"]):
+    no_bytes = not content.strip()
+    said = f"{lock} is empty (delete it and run `seeder lock`)" if no_bytes else f"{lock} is empty; run `seeder lock`"
+    for args in (["--locked"], ["lock", "--locked"], ["verify"], *([["status"], []] if no_bytes else [])):
         run = run_seeder(*args, "-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
-        assert run.code == 2 and f"{lock} is empty; run `seeder lock`" in run.err, (args, run)
+        assert run.code == 2 and said in run.err, (args, run)
         assert "missing" not in run.err and "Traceback" not in run.err
-    assert lock.read_text() == content  # the checks wrote nothing
-    # Without --locked, an empty lock is one to fill: resolved and written, like a missing one.
+    assert lock.read_text() == content  # nothing wrote it
+    if no_bytes:  # a lock cut short: never resolved afresh in its place
+        assert hub.requests == []
+        return
+    # A lock of no models is one to fill: resolved and written, like a missing one.
     run = run_seeder("-m", str(m), "-t", str(tmp_path / "t"), hub=hub)
     assert run.code == 0, run
     assert [e["name"] for e in json.loads(lock.read_text())["models"]] == ["embedding"]

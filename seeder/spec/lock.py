@@ -112,7 +112,7 @@ def lock_path_for(manifest_path: Path) -> Path:
 
 
 def read(path: Path) -> Lock | None:
-    """Read a lock file; None when it does not exist. An empty file is a lock of no models."""
+    """Read a lock file; None when it does not exist."""
     data = read_json(path)
     return None if data is None else parse(data, path)
 
@@ -125,8 +125,10 @@ def read_json(path: Path) -> object:
         return None
     except (OSError, UnicodeDecodeError) as e:
         raise LockError(f"{path}: cannot read lock: {e}") from None
-    if not text.strip():  # `touch models.lock`, or a `> models.lock` whose command failed
-        return {"version": LOCK_VERSION, "models": []}
+    if not text.strip():
+        # Not a lock of no models: more likely one cut short (a full disk, a `> models.lock` whose command
+        # failed), and resolving afresh in its place could quietly move to other commits.
+        raise LockError(f"{path} is empty (delete it and run `seeder lock`)")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
