@@ -848,6 +848,92 @@ def test_first_compose_up_downloads_each_byte_once(hub_image, engine, sid, tmp_p
 
 
 # ==================================================================================================
+# 2c: a refresh lasts until the image brings another committed lock (#21)
+# ==================================================================================================
+
+
+@docker_test
+def test_a_refresh_in_compose_lasts_until_the_image_brings_a_new_lock(hub_image, engine, sid, tmp_path):
+    """The seeder image carries a committed models.lock in a read-only directory: `compose run seeder
+    refresh` keeps its lock in the volume, and the next `up` keeps the refreshed model (it reverted it);
+    the same with the bind-mounted ./models. An image rebuilt with a new committed lock wins."""
+    data, src, base = tmp_path / "data", tmp_path / "src", int(sid, 16) + 200
+    repo = f"lasts-{sid}/emb"
+
+    def move_main(n: int) -> str:
+        commit = hashlib.sha1(f"{sid}-lasts-{n}".encode()).hexdigest()
+        d.add_repo(data, repo, {**d.tiny_repo_files(base), "model.safetensors": d.make_safetensors(
+            src / str(n) / "model.safetensors", seed=base + n)}, commit)
+        return commit
+
+    def app_commit(c: Compose) -> str:
+        status, listed = http_get(c.url + "/models")
+        assert status == 200, listed
+        return {m["name"]: m["commit"] for m in listed}["emb"]
+
+    first = move_main(1)
+    ctx = copy_checkout(tmp_path / "ctx")
+    manifest = ctx / "deploy" / "models.toml"
+    manifest.parent.mkdir(exist_ok=True)
+    manifest.write_text(f'[[models]]\nname = "emb"\nrepo = "{repo}"\nrevision = "main"\n')
+    port = free_port()  # one hub address for the whole test: it restarts to serve each move of main
+    images = f"seeder-test-{sid}-lasts-seeder", f"seeder-test-{sid}-lasts-app"
+    env = compose_env(HF_ENDPOINT=f"http://{engine}:{port}", SEEDER_ALLOW_HTTP="1", MANIFEST_DIR="deploy",
+                      TEST_SEEDER_IMAGE=images[0], TEST_APP_IMAGE=images[1])
+    stack = Stack(ctx, env, *images, hub=None, models=None)  # type: ignore[arg-type]
+    uid = 12345 if os.getuid() == 0 else os.getuid()
+    host_dir = tmp_path / "models"
+    host_dir.mkdir()
+    os.chown(host_dir, uid, uid)
+
+    def lock_on_the_host(upgrade: bool) -> None:
+        run = run_seeder("lock", *(["--upgrade"] if upgrade else []), "-m", str(manifest),
+                         env=seeder_env(f"http://127.0.0.1:{port}", SEEDER_ALLOW_HTTP="1"))
+        assert run.code == 0, run
+
+    try:
+        with stack.project(f"seedertest{sid}lasts") as c, \
+                stack.project(f"seedertest{sid}lastsbind", "compose.bind.yml", MODELS_HOST_DIR=str(host_dir),
+                              SEEDER_UID=str(uid), SEEDER_GID=str(uid)) as bind:
+            with run_hub(hub_image, data, engine, port=port):
+                lock_on_the_host(upgrade=False)  # committed, baked into both images: it pins the first commit
+                c("up", "--build", "-d", "--wait", timeout=1800)
+                bind("up", "-d", "--wait")
+                assert app_commit(c) == app_commit(bind) == first
+
+            second = move_main(2)  # the repo's main moves on
+            with run_hub(hub_image, data, engine, port=port):
+                for project in (c, bind):
+                    project("run", "--rm", "seeder", "refresh")
+                    project("down")  # the volume (or ./models) stays: the next `up` is a plain run
+                    project("up", "-d", "--wait")
+                    assert app_commit(project) == second, project.name  # it reverted to the first
+                    [used] = [e for e in events(project.logs("seeder")) if e.get("event") == "using lock"]
+                    assert used["path"] == "/models/.seeder/models.lock", used
+                    assert "the target's own lock: `seeder refresh` kept it" in used["why"], used
+                assert (host_dir / ".seeder" / "models.lock").exists()
+
+                # status says so, and how to make it permanent; through Compose the lock comes out on stdout
+                status = c("run", "--rm", "-T", "seeder", "status").stdout
+                assert f"ahead of /etc/seeder/models.lock, which pins {first[:12]}" in status, status
+                assert "docker compose run --rm -T seeder lock --from-target --output - > models.lock" in status
+                taken = c("run", "--rm", "-T", "seeder", "lock", "--from-target", "--output", "-").stdout
+                assert [m["commit"] for m in json.loads(taken)["models"]] == [second]
+
+            # main moves again, the host locks it and the image is rebuilt with that lock: it wins
+            third = move_main(3)
+            with run_hub(hub_image, data, engine, port=port):
+                lock_on_the_host(upgrade=True)
+                c("up", "--build", "-d", "--wait", timeout=1800)
+                assert app_commit(c) == third
+                [used] = [e for e in events(c.logs("seeder")) if e.get("event") == "using lock"]
+                assert used["path"] == "/etc/seeder/models.lock" and "the given lock wins" in used["why"], used
+    finally:
+        docker("rmi", *images, check=False)
+        shutil.rmtree(host_dir, ignore_errors=True)
+
+
+# ==================================================================================================
 # 3: a failing seeder keeps the app from starting
 # ==================================================================================================
 
