@@ -27,11 +27,9 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -39,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.processes import PORT_RANGE, bindable, die_with_parent
+from tests.processes import stop as stop_processes
 
 BUCKET = "seeder-cache"
 REGION = "us-east-1"
@@ -56,9 +57,7 @@ IDENTITIES = {
 START_TIMEOUT = 60.0  # weed needs ~3 s; a loaded CI machine much more
 STOP_GRACE = 3.0  # SIGTERM, then SIGKILL: `weed` may take minutes to stop on its own
 _PROBE_BUCKET = "seaweed-fixture-probe"
-# Service ports come from below the kernel's ephemeral range (32768+ on Linux), so an outgoing connection can't
-# take one between our check and weed's bind; each role also listens on its port + 10000 for gRPC.
-_PORT_RANGE = (10000, 22700)
+# Each role also listens on its port + 10000 for gRPC.
 _GRPC_OFFSET = 10000
 _FATAL = re.compile(r"^F\d{4} .*$", re.M)  # glog's fatal lines: "F1130 18:17:24.780805 s3.go:434 ..."
 
@@ -74,15 +73,6 @@ def weed_binary() -> str:
     return found
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_ports(n: int) -> list[int]:
     """``n`` distinct free ports on 127.0.0.1 whose gRPC twins (port + 10000) are free too."""
     rng = random.SystemRandom()
@@ -91,28 +81,18 @@ def free_ports(n: int) -> list[int]:
     for _ in range(10000):
         if len(chosen) == n:
             return chosen
-        port = rng.randrange(*_PORT_RANGE)
+        port = rng.randrange(*PORT_RANGE)  # its twin stays below 32768 too
         if {port, port + _GRPC_OFFSET} & taken:
             continue
-        if _bindable(port) and _bindable(port + _GRPC_OFFSET):
+        if bindable(port) and bindable(port + _GRPC_OFFSET):
             chosen.append(port)
             taken |= {port, port + _GRPC_OFFSET}
-    raise RuntimeError(f"no {n} free port pairs in {_PORT_RANGE}")
+    raise RuntimeError(f"no {n} free port pairs in {PORT_RANGE}")
 
 
 def aws_free(env: Mapping[str, str]) -> dict[str, str]:
     """``env`` without any ``AWS_*`` variable (a developer's profile, token, region...); add ``env()`` after it."""
     return {k: v for k, v in env.items() if not k.startswith("AWS_")}
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: SIGKILL the child when the test process dies, so a killed pytest leaves no weed behind."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
 
 
 class SeaweedFS:
@@ -174,23 +154,7 @@ class SeaweedFS:
         Usable mid-test (the store vanishes: connections to ``endpoint`` are refused); idempotent. Note that
         4.48's filer (also inside ``weed server``) never exits within the grace: its gRPC server waits 15 s
         for its own metadata subscriptions, so a stop costs the whole grace and ends in SIGKILL."""
-        procs = [p for p in reversed(list(self.procs.values())) if p.poll() is None]
-        for proc in procs:
-            try:
-                proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-        for proc in procs:
-            proc.wait()
+        stop_processes(reversed(list(self.procs.values())), grace)
         for fh in self._log_files:
             fh.close()
         self._log_files.clear()
@@ -332,11 +296,9 @@ class SeaweedFS:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WEED_"))}
         env["HOME"] = str(self.root)  # no ~/.seaweedfs/*.toml from the developer
         # -logtostderr: logs go to our file, not to /tmp/weed.* files
-        # PDEATHSIG fires when the spawning *thread* ends: only tie the processes to the main thread.
-        tie = sys.platform == "linux" and threading.current_thread() is threading.main_thread()
         proc = subprocess.Popen([self.weed, "-logtostderr", *args], cwd=self.root, env=env,
                                 stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent if tie else None)
+                                preexec_fn=die_with_parent())
         self.procs[name] = proc
         self.logs[name] = log
 
