@@ -81,13 +81,26 @@ class Installer:
         progress = log.Progress(total)
         errors: list[SeederError] = []
         failed: set[str] = set()
+        refused: set[str] = set()
+
+        def place(model: LockedModel, file: LockedFile, have: Source | None) -> None:
+            # Marked by the worker that met the refusal, before the main thread reads it: a worker that
+            # would take up another of the model's files meanwhile skips it instead of asking again.
+            if model.name in refused:
+                raise _Skipped
+            try:
+                self._place(model, file, have, progress)
+            except RemoteError:
+                refused.add(model.name)
+                raise
+
         pool = ThreadPoolExecutor(max_workers=max(1, self.jobs))
         try:
-            futures = {pool.submit(self._place, m, f, have, progress): m for m, f, have in todo}
+            futures = {pool.submit(place, m, f, have): m for m, f, have in todo}
             for future, model in futures.items():
                 try:
                     future.result()
-                except CancelledError:
+                except (CancelledError, _Skipped):
                     continue
                 except RemoteError as e:
                     # The origin refused or lacks this model (gated, gone, unreachable): its other files would
@@ -253,6 +266,10 @@ class Installer:
             time.sleep(grace)
         for model in old:
             self.target.prune_versions(model, self.installed)
+
+
+class _Skipped(Exception):
+    """A file of a model the origin already refused in this run: not asked for."""
 
 
 def _hardlinked(source: Path, link: Path) -> bool:
