@@ -3,7 +3,8 @@
 Each module serves one ``kind`` of lock entry and has two functions: ``resolve(spec, manifest,
 client)`` turns its kind of manifest entry into a :class:`~seeder.spec.lock.LockedModel` (files,
 sizes, digests), and ``file_urls(model, file, net)`` says where a locked file's bytes can be fetched,
-in the order to try. A new kind of source is one module here and one line in :data:`KINDS`.
+in the order to try. A new kind of source is one module here and one line in :data:`KINDS`, beside
+its module and line in :mod:`seeder.spec.kinds` (its manifest keys and lock fields).
 May import :mod:`seeder.fetch` (to make requests), :mod:`seeder.spec` and the base modules, never
 :mod:`seeder.store` or above.
 """

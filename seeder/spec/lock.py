@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .manifest import Manifest  # only for annotations: seeder.check() never parses a manifest
+from .kinds import KINDS
 from .paths import check_name, check_relpath
 
 LOCK_VERSION = 1
@@ -48,7 +49,7 @@ class LockedFile:
 class LockedModel:
     name: str
     fingerprint: str
-    kind: str  # "repo", "url" or "s3"
+    kind: str  # a key of spec.kinds.KINDS: "repo", "url" or "s3"
     files: tuple[LockedFile, ...]
     repo: str | None = None
     revision: str | None = None
@@ -69,10 +70,7 @@ class LockedModel:
 
     def to_json(self) -> dict:
         data = {"name": self.name, "fingerprint": self.fingerprint, "kind": self.kind}
-        if self.kind == "repo":
-            data |= {"repo": self.repo, "revision": self.revision, "commit": self.commit}
-        else:
-            data["urls"] = list(self.urls)
+        data |= KINDS[self.kind].lock_json(self)
         data["files"] = [{k: v for k, v in asdict(f).items() if v is not None} for f in self.files]
         return data
 
@@ -164,7 +162,7 @@ def _parse_model(m: dict, fail) -> LockedModel:
     if not isinstance(name, str) or check_name(name):
         raise fail(f"invalid model name {name!r}")
     kind = m.get("kind")
-    if kind not in ("repo", "url", "s3"):
+    if kind not in KINDS:
         raise fail(f"model {name!r}: invalid kind {kind!r}")
     if not isinstance(m.get("fingerprint"), str):
         raise fail(f"model {name!r}: missing fingerprint")
@@ -174,21 +172,8 @@ def _parse_model(m: dict, fail) -> LockedModel:
     files = tuple(_parse_file(f, name, fail) for f in files_raw)
     if len({f.path for f in files}) != len(files):
         raise fail(f"model {name!r}: duplicate file path")
-    if kind == "repo":
-        fields = {k: m.get(k) for k in ("repo", "revision", "commit")}
-        if not all(isinstance(v, str) for v in fields.values()) or not _HEX40.fullmatch(fields["commit"]):
-            raise fail(f"model {name!r}: repo, revision and a 40-hex commit are required")
-        return LockedModel(name=name, fingerprint=m["fingerprint"], kind=kind, files=files, **fields)
-    urls = m.get("urls")
-    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
-        raise fail(f"model {name!r}: 'urls' must be a non-empty list of strings")
-    if kind == "s3":
-        if len(urls) != 1 or not urls[0].startswith("s3://") or not all(f.key for f in files):
-            raise fail(f"model {name!r}: an s3 model has one s3:// url and a key for every file")
-        return LockedModel(name=name, fingerprint=m["fingerprint"], kind=kind, files=files, urls=tuple(urls))
-    if len(files) != 1:
-        raise fail(f"model {name!r}: a url model has exactly one file")
-    return LockedModel(name=name, fingerprint=m["fingerprint"], kind=kind, files=files, urls=tuple(urls))
+    fields = KINDS[kind].lock_fields(m, files, name, fail)
+    return LockedModel(name=name, fingerprint=m["fingerprint"], kind=kind, files=files, **fields)
 
 
 def _parse_file(f: object, name: str, fail) -> LockedFile:
