@@ -21,7 +21,7 @@ def run(args, cfg, net) -> int:
     if not manifest.models:
         log.warning("the manifest lists no models: nothing to do", path=str(manifest.path))
     lock = obtain_lock(manifest, target, locked=cfg.locked, net=net, committed=cfg.locked, retire=True)
-    if target.recorded_layout() == manifest.layout and target.is_complete(lock):
+    if target.layout.name == manifest.layout and target.is_complete(lock):  # read once, when Target was made
         summary = Summary.warm(lock)
     else:
         summary = install(lock, target, caches=caches_of(cfg), net=net, parts=cfg.parts(), jobs=cfg.jobs,
