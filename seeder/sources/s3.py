@@ -26,9 +26,6 @@ from ..spec.paths import check_relpath
 from .url import MAX_FILE_SIZE
 
 
-def _s3(connect_timeout: float, read_timeout: float):
-    return aws.client(connect_timeout, read_timeout)
-
 
 def network(net: Network) -> Network:
     """Presigned URLs carry their own signature: no hub token, and plain http to an endpoint the user set."""
@@ -95,7 +92,7 @@ def _objects(spec: ModelSpec, s3) -> list[tuple[str, str]]:
 
 def resolve(spec: ModelSpec, manifest: Manifest, client) -> LockedModel:
     src, net = spec.source, client.net
-    s3 = _s3(net.connect_timeout, net.read_timeout)
+    s3 = aws.client(net.connect_timeout, net.read_timeout)
     chosen = _objects(spec, s3)
     if not chosen:
         raise ManifestError(manifest.path, f"include/exclude match no object under {src.url}", spec.name, "include")
@@ -158,7 +155,7 @@ def _presign(s3, bucket: str, file: LockedFile) -> str:
 
 def file_urls(model: LockedModel, file: LockedFile, net: Network) -> list[str]:
     bucket = model.urls[0][len("s3://"):].split("/", 1)[0]
-    s3 = _s3(net.connect_timeout, net.read_timeout)
+    s3 = aws.client(net.connect_timeout, net.read_timeout)
     if not file.version_id:
         # Without a version to ask for, a changed object would be caught by its sha256 only after the
         # download: ask its ETag first, and name the key.
