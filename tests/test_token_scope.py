@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from seeder.errors import RemoteError, UsageError
-from seeder.fetch.transport import MAX_REDIRECTS, RequestsSession, Session
+from seeder.fetch.proxied import RequestsSession
+from seeder.fetch.transport import MAX_REDIRECTS, Session
 from seeder.settings import Network
 
 TOKEN = "hf_scope_test_token"

@@ -18,6 +18,8 @@ The partial's invariants, shared with :mod:`.stream`, are in :mod:`.partial`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 import threading
 import time
@@ -31,7 +33,10 @@ from .partial import (Downloaded, adopt_prefix, content_range, kept_ranges, open
                       read_at, save_ranges, sidecar, size_on_disk, write_at)
 from .retry import classify, honour, retrying
 from .schedule import Schedule, Span
-from .transport import AnySession, Client, safe
+from .transport import Client, safe
+
+if TYPE_CHECKING:
+    from .transport import AnySession
 
 READ = 256 << 10  # one network read per connection in flight: bounded memory
 HASH_BLOCK = 4 << 20

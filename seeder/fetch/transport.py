@@ -17,49 +17,24 @@ import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from functools import cache
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urljoin, urlsplit
 
 from ..errors import RemoteError, TransientError, UsageError, tls_failure
 from ..settings import Network, Parts
+from .exchange import (MAX_REDIRECTS, REDIRECTS, USER_AGENT, Body, Response, auth_headers, check_redirect, opened,
+                       reason, renewed, safe)
 
-MAX_REDIRECTS = 10
-REDIRECTS = (301, 302, 303, 307, 308)
+if TYPE_CHECKING:
+    from .proxied import RequestsSession
+
+    AnySession = Session | RequestsSession
+
+__all__ = ["Body", "Client", "Response", "Session", "give_up_on", "safe", "tls_context"]
+
 DRAIN_MAX = 64 << 10  # a redirect's body up to this size is read so its connection can be reused
-USER_AGENT = "seeder/0.1"
+UPLOAD_BLOCK = 1 << 20  # http.client sends a file body in blocks of this size (its default, 8 KiB, costs CPU)
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"  # what requests leaves alone when it re-quotes a URL
-
-
-class Response:
-    """Status, headers and a streamed body; closing it before the body ends drops the connection."""
-
-    def __init__(self, status_code: int, headers: Mapping[str, str], url: str, redirected: bool):
-        self.status_code = status_code
-        self.headers = headers
-        self.url = url
-        """Where the response came from, after redirects."""
-        self.redirected = redirected
-
-    @property
-    def is_redirect(self) -> bool:
-        return self.status_code in REDIRECTS and "Location" in self.headers
-
-    def chunks(self, size: int) -> Iterator[bytes]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Response:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def safe(url: str) -> str:
-    """``url`` without query and fragment (signed CDN URLs carry credentials there)."""
-    split = urlsplit(url)
-    return f"{split.scheme}://{split.netloc}{split.path}"
 
 
 def environment_matters() -> bool:
@@ -89,14 +64,16 @@ class Client:
 
     def new_session(self) -> AnySession:
         """A session of its own (one keep-alive connection per host), e.g. for one part worker."""
-        return RequestsSession(self.net) if self._proxied else Session(self.net)
+        if self._proxied:
+            from .proxied import RequestsSession
+
+            return RequestsSession(self.net)
+        return Session(self.net)
 
     def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
-                session: AnySession | None = None, allow_redirects: bool = True) -> Response:
-        return (session or self.session).request(method, url, headers or {}, allow_redirects=allow_redirects)
-
-
-# -- http.client ---------------------------------------------------------------------------------------
+                session: AnySession | None = None, allow_redirects: bool = True, body: Body = None) -> Response:
+        return (session or self.session).request(method, url, headers or {}, allow_redirects=allow_redirects,
+                                                 body=body)
 
 
 @cache
@@ -111,7 +88,7 @@ def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
             return ssl.create_default_context(capath=ca_bundle)
         return ssl.create_default_context(cafile=ca_bundle)
     except (OSError, ssl.SSLError) as e:
-        raise UsageError(f"CA bundle {ca_bundle}: cannot load it ({_reason(e)})") from None
+        raise UsageError(f"CA bundle {ca_bundle}: cannot load it ({reason(e)})") from None
 
 
 class _Body(Response):
@@ -125,7 +102,7 @@ class _Body(Response):
             try:
                 data = self._resp.read(size)
             except (OSError, http.client.HTTPException) as e:
-                raise TransientError(f"{type(e).__name__}: {_reason(e)}") from None
+                raise TransientError(f"{type(e).__name__}: {reason(e)}") from None
             if not data:
                 return
             yield data
@@ -153,31 +130,31 @@ class Session:
         self._conns: dict[tuple[str, str, int | None], http.client.HTTPConnection] = {}
         self._last: dict[tuple[str, str, int | None], _Body] = {}
 
-    def request(self, method: str, url: str, headers: Mapping[str, str], allow_redirects: bool = True) -> Response:
-        redirected = False
-        for _ in range(MAX_REDIRECTS + 1):
-            if redirected:
-                _check_redirect(self.net, url)
+    def request(self, method: str, url: str, headers: Mapping[str, str], allow_redirects: bool = True,
+                body: Body = None) -> Response:
+        redirects, tried = 0, False
+        while True:
+            if redirects:
+                check_redirect(self.net, url)
             else:
                 self.net.check_url(url)
-            resp, conn = self._send(method, url, {**self._auth(url), **headers})
-            body = self._last[_key(urlsplit(url))] = _Body(resp, conn, url, redirected)
+            resp, conn = self._send(method, url, {**auth_headers(self.net, url), **headers}, body)
+            answer = self._last[_key(urlsplit(url))] = _Body(resp, conn, url, bool(redirects))
+            if renewed(self.net, answer, url, tried):
+                answer.close()
+                tried = True
+                continue
             if not (allow_redirects and resp.status in REDIRECTS and resp.headers.get("Location")):
-                return body
+                return answer
             location = _header_text(resp.headers["Location"])
-            body.close()
-            url, redirected = urljoin(url, location), True
+            answer.close()
+            if redirects == MAX_REDIRECTS:
+                raise RemoteError(f"too many redirects fetching {safe(url)}")
+            url, redirects = urljoin(url, location), redirects + 1
             if resp.status == 303 and method != "HEAD":
-                method = "GET"
-        raise RemoteError(f"too many redirects fetching {safe(url)}")
+                method, body = "GET", None
 
-    def _auth(self, url: str) -> dict[str, str]:
-        # The token goes to the hub itself only, so a redirect to a CDN, elsewhere or to plain http never carries it.
-        if self.net.token and self.net.is_hub(url):
-            return {"Authorization": f"Bearer {self.net.token}"}
-        return {}
-
-    def _send(self, method: str, url: str, headers: dict[str, str]):
+    def _send(self, method: str, url: str, headers: dict[str, str], body: Body = None):
         split = urlsplit(url)
         target = quote((split.path or "/") + (f"?{split.query}" if split.query else ""), safe=_URL_SAFE)
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
@@ -188,7 +165,12 @@ class Session:
                 if not was_open:
                     _connect(conn, split)
                     conn.sock.settimeout(self.net.read_timeout)
-                conn.request(method, target, headers=headers)
+                data = opened(body)
+                try:
+                    conn.request(method, target, body=data, headers=headers)
+                finally:
+                    if hasattr(data, "close"):
+                        data.close()
                 return conn.getresponse(), conn
             except ssl.SSLCertVerificationError as e:
                 conn.close()
@@ -201,7 +183,7 @@ class Session:
                 # A kept-alive connection the server has since closed: one more try on a new one.
                 if was_open and isinstance(e, (ConnectionError, http.client.RemoteDisconnected, ssl.SSLError)):
                     continue
-                raise TransientError(f"{type(e).__name__}: {_reason(e)}") from None
+                raise TransientError(f"{type(e).__name__}: {reason(e)}") from None
         raise AssertionError("unreachable")
 
     def _connection(self, split, fresh: bool) -> http.client.HTTPConnection:
@@ -215,9 +197,9 @@ class Session:
             timeout = self.net.connect_timeout
             if split.scheme == "https":
                 conn = http.client.HTTPSConnection(split.hostname, split.port, timeout=timeout,
-                                                   context=tls_context(self.net.ca_bundle))
+                                                   context=tls_context(self.net.ca_bundle), blocksize=UPLOAD_BLOCK)
             else:
-                conn = http.client.HTTPConnection(split.hostname, split.port, timeout=timeout)
+                conn = http.client.HTTPConnection(split.hostname, split.port, timeout=timeout, blocksize=UPLOAD_BLOCK)
             self._conns[key] = conn
         return conn
 
@@ -253,13 +235,6 @@ def _connect(conn: http.client.HTTPConnection, split) -> None:
         raise TransientError(f"timed out connecting to {host}:{port} (TimeoutError)") from None
 
 
-def _check_redirect(net: Network, url: str) -> None:
-    try:
-        net.check_url(url)  # a redirect must not downgrade to plain http either
-    except UsageError as e:
-        raise RemoteError(f"redirected to {safe(url)}: {e}") from None
-
-
 def _header_text(value: str) -> str:
     # http.client decodes header bytes as latin-1; a Location is UTF-8 in practice.
     try:
@@ -271,78 +246,3 @@ def _header_text(value: str) -> str:
 def _key(split) -> tuple[str, str, int | None]:
     return split.scheme, split.hostname or "", split.port
 
-
-def _reason(exc: BaseException) -> str:
-    # requests (urllib3) nests the useful part several levels down; the last line of the chain is enough.
-    text = str(exc.args[0] if exc.args else exc) or type(exc).__name__
-    return text.split(": ", 1)[-1][:200]
-
-
-# -- requests, for proxies and netrc ---------------------------------------------------------------------
-
-
-class _RequestsBody(Response):
-    def __init__(self, resp):
-        super().__init__(resp.status_code, resp.headers, resp.url, bool(resp.history))
-        self._resp = resp
-
-    def chunks(self, size: int) -> Iterator[bytes]:
-        import requests
-
-        try:
-            yield from self._resp.iter_content(size)
-        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.Timeout) as e:
-            raise TransientError(f"{type(e).__name__}: {_reason(e)}") from None
-
-    def close(self) -> None:
-        self._resp.close()
-
-
-class RequestsSession:
-    """The same interface on requests, which reads proxy variables (HTTP(S)_PROXY, NO_PROXY) and netrc."""
-
-    def __init__(self, net: Network):
-        import requests
-
-        class Checked(requests.Session):
-            def rebuild_auth(self, prepared_request, response):  # called before each redirect is followed
-                _check_redirect(net, prepared_request.url)
-                super().rebuild_auth(prepared_request, response)
-
-        self.net = net
-        self._session = Checked()
-        self._session.max_redirects = MAX_REDIRECTS
-        self._session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
-
-    def request(self, method: str, url: str, headers: Mapping[str, str], allow_redirects: bool = True) -> Response:
-        import requests
-
-        self.net.check_url(url)
-        # As auth=, not a header: requests would let a netrc entry for the hub replace a header. It drops
-        # this on a redirect to another host.
-        auth = self._bearer if self.net.token and self.net.is_hub(url) else None
-        try:
-            resp = self._session.request(
-                method, url, headers=headers, auth=auth, stream=True, allow_redirects=allow_redirects,
-                timeout=(self.net.connect_timeout, self.net.read_timeout),
-                # per request: a session-level setting loses to REQUESTS_CA_BUNDLE in the environment
-                verify=self.net.verify,
-            )
-        except requests.exceptions.SSLError as e:
-            raise RemoteError(tls_failure(urlsplit(url).netloc, e)) from None
-        except requests.exceptions.TooManyRedirects:
-            raise RemoteError(f"too many redirects fetching {safe(url)}") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-            raise TransientError(f"{type(e).__name__}: {_reason(e)}") from None
-        return _RequestsBody(resp)
-
-    def _bearer(self, request):
-        request.headers["Authorization"] = f"Bearer {self.net.token}"
-        return request
-
-    def close(self) -> None:
-        self._session.close()
-
-
-AnySession = Session | RequestsSession

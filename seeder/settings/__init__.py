@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..errors import UsageError
@@ -86,6 +86,8 @@ SETTINGS: tuple[Setting, ...] = (
       "seconds a replaced model version stays for readers mid-way", "--grace", None, "SECONDS"),
     S("allow_http", ("SEEDER_ALLOW_HTTP",), False, boolean, "allow plain http:// to hosts other than localhost",
       "--allow-http"),
+    S("insecure_registries", ("SEEDER_INSECURE_REGISTRIES",), (), listing,
+      "registries (host[:port], comma-separated) reached over plain http; localhost always is"),
     S("log_format", ("SEEDER_LOG_FORMAT",), "auto", choice("auto", "json", "console"),
       "auto: JSON lines unless stderr is a terminal", "--log-format", None, "auto|json|console"),
     S("progress_interval", ("SEEDER_PROGRESS_INTERVAL",), 5.0, number(0), "seconds between JSON progress events"),
@@ -138,6 +140,15 @@ class Parts:
         return self.connections > 1 and size >= max(self.multipart_min, 1)
 
 
+class Auth(Protocol):
+    """Credentials for one server, asked per request (a redirect elsewhere gets none) and on every 401."""
+
+    def headers(self, url: str) -> dict[str, str]: ...
+
+    def challenged(self, url: str, challenge: str | None) -> bool:
+        """A 401 for ``url`` with this ``WWW-Authenticate``: True when new credentials are worth one more try."""
+
+
 @dataclass(frozen=True)
 class Network:
     """How to talk to servers. Timeouts are separate so a stalled body is detected quickly."""
@@ -152,6 +163,9 @@ class Network:
     backoff_max: float = 30.0
     rate_limit_wait_max: float = 300.0  # a rate-limited hub asks for the rest of its window: minutes, not seconds
     ca_bundle: str | None = None
+    insecure_registries: tuple[str, ...] = ()
+    auth: Auth | None = field(default=None, repr=False)
+    """Who signs requests instead of the hub token: a registry's (see :mod:`seeder.registry.auth`)."""
 
     def is_hub(self, url: str) -> bool:
         """Whether ``url`` is on the hub itself (same scheme, host and port): the token goes nowhere else."""
@@ -166,11 +180,11 @@ class Network:
         split = urlsplit(url)
         if split.scheme not in ("http", "https") or not split.hostname:
             raise UsageError(f"not an http(s) URL: {split.scheme}://{split.netloc}{split.path}")
-        if split.scheme == "http" and not self.allow_http and not _is_local(split.hostname or ""):
+        if split.scheme == "http" and not self.allow_http and not is_local(split.hostname or ""):
             raise UsageError(f"refusing plain http:// for {split.hostname}: use https or pass --allow-http")
 
 
-def _is_local(host: str) -> bool:
+def is_local(host: str) -> bool:
     return host in _LOCAL_HOSTS or host.startswith("127.")
 
 
@@ -194,6 +208,7 @@ class Settings:
     rate_limit_wait_max: float
     grace: float
     allow_http: bool
+    insecure_registries: tuple[str, ...]
     log_format: str
     progress_interval: float
     ca_bundle: str | None
@@ -204,7 +219,8 @@ class Settings:
         net = Network(endpoint=self.endpoint, token=read_token(self.token_file), offline=self.offline,
                       allow_http=self.allow_http, connect_timeout=self.connect_timeout,
                       read_timeout=self.read_timeout, attempts=self.retries + 1, backoff_max=self.backoff_max,
-                      rate_limit_wait_max=self.rate_limit_wait_max, ca_bundle=self.ca_bundle)
+                      rate_limit_wait_max=self.rate_limit_wait_max, ca_bundle=self.ca_bundle,
+                      insecure_registries=self.insecure_registries)
         net.check_url(self.endpoint)
         return net
 

@@ -19,7 +19,7 @@ from ..settings import Network
 from ..spec.lock import LockedFile, LockedModel
 from ..spec.manifest import Manifest
 
-KINDS = {"repo": "hub", "url": "url", "s3": "s3"}
+KINDS = {"repo": "hub", "url": "url", "s3": "s3", "oci": "oci"}
 """A lock entry's kind -> the module in this package that serves it."""
 
 
@@ -34,9 +34,9 @@ def file_urls(model: LockedModel, file: LockedFile, net: Network) -> list[str]:
 
 def network(model: LockedModel, net: Network) -> Network:
     """The settings to fetch a model's files with: a source may adjust them (``s3`` drops the hub token
-    and allows the plain-http endpoint the user configured)."""
+    and allows the plain-http endpoint the user configured; ``oci`` signs with the registry's credentials)."""
     adjust = getattr(source(model.kind), "network", None)
-    return adjust(net) if adjust else net
+    return adjust(net, model) if adjust else net
 
 
 def resolve(manifest: Manifest, names: list[str], client) -> dict[str, LockedModel]:

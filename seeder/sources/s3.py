@@ -14,20 +14,20 @@ from __future__ import annotations
 import base64
 import tempfile
 from dataclasses import replace
-from fnmatch import fnmatch
 from pathlib import Path
 
 from .. import aws, log
 from ..errors import IntegrityError, ManifestError, RemoteError
 from ..settings import Network
 from ..spec.lock import LockedFile, LockedModel
+from ..spec.kinds.common import selects
 from ..spec.manifest import Manifest, ModelSpec
 from ..spec.paths import check_relpath
 from .url import MAX_FILE_SIZE
 
 
 
-def network(net: Network) -> Network:
+def network(net: Network, model: LockedModel | None = None) -> Network:
     """Presigned URLs carry their own signature: no hub token, and plain http to an endpoint the user set."""
     return replace(net, token=None, allow_http=True)
 
@@ -80,9 +80,7 @@ def _objects(spec: ModelSpec, s3) -> list[tuple[str, str]]:
     chosen = []
     for key in keys:
         path = key[len(src.key):]
-        if src.include and not any(fnmatch(path, p) for p in src.include):
-            continue
-        if any(fnmatch(path, p) for p in src.exclude):
+        if not selects(src, path):
             continue
         if why := check_relpath(path):
             raise RemoteError(f"{spec.name}: s3://{src.bucket}/{key} gives an unsafe file path {path!r}: {why}")

@@ -25,6 +25,8 @@ LOCK_VERSION = 1
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _S3_FIELDS = ("key", "etag", "version_id")
+_KIND_FIELDS = (*_S3_FIELDS, "layer")  # set by one kind each: left out of the lock and versions when unset
+_LAYER = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class LockedFile:
     """For an s3:// model: the object's key, its ETag, and its version when the bucket keeps versions."""
     etag: str | None = None
     version_id: str | None = None
+    layer: str | None = None
+    """For an oci model whose files come in tar layers: the digest of the layer that holds this file."""
 
     @property
     def digest(self) -> str:
@@ -49,18 +53,20 @@ class LockedFile:
 class LockedModel:
     name: str
     fingerprint: str
-    kind: str  # a key of spec.kinds.KINDS: "repo", "url" or "s3"
+    kind: str  # a key of spec.kinds.KINDS: "repo", "url", "s3" or "oci"
     files: tuple[LockedFile, ...]
     repo: str | None = None
+    """A Hugging Face repo id; for an oci model, its reference as the manifest gives it."""
     revision: str | None = None
     commit: str | None = None
+    """The repo's commit; for an oci model, its manifest's digest."""
     urls: tuple[str, ...] = ()
 
     @cached_property  # asked once per file while installing: computing it is linear in the files
     def version(self) -> str:
         """Identifies the exact file set: two entries with equal versions install identical trees."""
-        # The s3 fields only when set, so entries of other kinds keep the versions they always had.
-        files = [{k: v for k, v in asdict(f).items() if v is not None or k not in _S3_FIELDS} for f in self.files]
+        # A kind's own fields only when set, so entries of other kinds keep the versions they always had.
+        files = [{k: v for k, v in asdict(f).items() if v is not None or k not in _KIND_FIELDS} for f in self.files]
         blob = json.dumps([self.commit, files], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -193,4 +199,7 @@ def _parse_file(f: object, name: str, fail) -> LockedFile:
     s3 = {k: f.get(k) for k in _S3_FIELDS}
     if not all(v is None or isinstance(v, str) for v in s3.values()):
         raise fail(f"model {name!r}: file {path!r} has an invalid key, etag or version_id")
-    return LockedFile(path=path, size=size, sha256=sha256, git_oid=git_oid, **s3)
+    layer = f.get("layer")
+    if layer is not None and (not isinstance(layer, str) or not _LAYER.fullmatch(layer)):
+        raise fail(f"model {name!r}: file {path!r} has an invalid layer digest")
+    return LockedFile(path=path, size=size, sha256=sha256, git_oid=git_oid, layer=layer, **s3)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import repo, s3, url
+from . import oci, repo, s3, url
+from .oci import OciSource
 from .repo import RepoSource
 from .s3 import S3Source
 from .url import UrlSource
 
-KINDS: dict[str, ModuleType] = {m.KIND: m for m in (repo, url, s3)}
+KINDS: dict[str, ModuleType] = {m.KIND: m for m in (repo, url, s3, oci)}
 """A kind -> its module, in the order the manifest's errors name them."""
 
-Source = RepoSource | UrlSource | S3Source
+Source = RepoSource | UrlSource | S3Source | OciSource

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatch
 
 from ..paths import check_relpath
 
@@ -63,3 +64,10 @@ def lock_urls(m: dict, name: str, fail) -> tuple[str, ...]:
     if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
         raise fail(f"model {name!r}: 'urls' must be a non-empty list of strings")
     return tuple(urls)
+
+
+def selects(source, path: str) -> bool:
+    """Whether a source's include/exclude globs keep ``path`` (no include: everything)."""
+    if source.include and not any(fnmatch(path, p) for p in source.include):
+        return False
+    return not any(fnmatch(path, p) for p in source.exclude)
