@@ -1,4 +1,4 @@
-"""store/untar.py on real tar layers: built by Python's tarfile and by GNU tar, plain, gzip and zstd, and
+"""seeder/untar.py on real tar layers: built by Python's tarfile and by GNU tar, plain, gzip and zstd, and
 hostile ones built member by member. A refused layer leaves neither ``dest`` nor a staging directory."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 import zstandard
 
 from seeder.errors import INTEGRITY, STORAGE, StorageError
-from seeder.store.untar import BadLayer, LayerMismatch, Member, compression, unpack
+from seeder.untar import BadLayer, LayerMismatch, Member, compression, unpack
 from tests.conftest import blob, file_sha256
 
 LONG = "long/" + "n" * 60 + "/" + "a" * 120 + ".safetensors"  # past ustar's 100 characters: pax or GNU longname

@@ -24,9 +24,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import IntegrityError, StorageError
-from ..spec.paths import check_relpath
-from .fs import fsync_dir, storage_error
+from .errors import IntegrityError, StorageError
+from .spec.paths import check_relpath
+from .store.fs import fsync_dir, storage_error
 
 CHUNK = 1 << 20
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
