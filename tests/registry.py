@@ -456,7 +456,8 @@ def oras_client(registry: Registry, user: tuple[str, str] | None = None):
     return client
 
 
-def push(registry: Registry, name: str, artifact: Artifact, user: tuple[str, str] | None = None) -> str:
+def push(registry: Registry, name: str, artifact: Artifact, user: tuple[str, str] | None = None,
+         content_type: str = MANIFEST_TYPE) -> str:
     """Push ``artifact`` to ``registry`` as ``name`` (``repo:tag``) with oras-py, the manifest's exact bytes
     included; returns the digest the registry reports."""
     client = oras_client(registry, user)
@@ -473,7 +474,7 @@ def push(registry: Registry, name: str, artifact: Artifact, user: tuple[str, str
             if resp.status_code not in (200, 201):
                 raise RuntimeError(f"oras-py: blob {digest}: {resp.status_code} {resp.text[:300]}")
     resp = client.do_request(f"{registry.url}/v2/{container.api_prefix}/manifests/{container.tag}", "PUT",
-                             data=artifact.manifest, headers={"Content-Type": MANIFEST_TYPE})
+                             data=artifact.manifest, headers={"Content-Type": content_type})
     if resp.status_code != 201:
         raise RuntimeError(f"oras-py: manifest: {resp.status_code} {resp.text[:300]}")
     return resp.headers["Docker-Content-Digest"]

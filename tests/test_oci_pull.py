@@ -58,3 +58,190 @@ def test_seed_locks_and_verifies_from_every_kind_of_registry(any_registry, tmp_p
     # The 3 MiB weight came in Range parts over several connections.
     ranged = [r for r in reg.requests() if r.method == "GET" and r.status == 206]
     assert len(ranged) >= 3, reg.requests()
+
+
+def _tar(members: dict[str, bytes], compress: str = "") -> bytes:
+    import gzip
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, data in members.items():
+            info = tarfile.TarInfo(path)
+            info.size, info.mtime, info.mode = len(data), 1700000000, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    data = out.getvalue()
+    return gzip.compress(data, mtime=0) if compress == "gzip" else data
+
+
+def artifact(layers: list[tuple[str, bytes, dict]], config_type: str = "application/vnd.cncf.model.config.v1+json",
+             config: bytes = b"{}", media_type: str = "application/vnd.oci.image.manifest.v1+json",
+             artifact_type: str | None = "application/vnd.cncf.model.manifest.v1+json"):
+    """A manifest of the given layers (media type, bytes, annotations), as other tools write them."""
+    from tests.registry import Artifact, sha256_digest
+
+    manifest = {"schemaVersion": 2, "mediaType": media_type,
+                "config": {"mediaType": config_type, "digest": sha256_digest(config), "size": len(config)},
+                "layers": [{"mediaType": t, "digest": sha256_digest(d), "size": len(d),
+                            **({"annotations": a} if a else {})} for t, d, a in layers]}
+    if artifact_type:
+        manifest["artifactType"] = artifact_type
+    return Artifact(json.dumps(manifest).encode(), config, {f"blob{i}": d for i, (_, d, _) in enumerate(layers)})
+
+
+TAR_FILES = {"config.json": b'{"a": 1}\n', "weights/model.safetensors": blob(2 << 20, seed=2),
+             "tokenizer/vocab.txt": b"a\nb\n"}
+
+
+@pytest.mark.parametrize("media_type,compress", [
+    ("application/vnd.cncf.model.weight.v1.tar", ""),              # modctl --raw=false
+    ("application/vnd.cncf.model.weight.v1.tar+gzip", "gzip"),
+    ("application/vnd.kitops.modelkit.model.v1.tar+gzip", "gzip"),  # a KitOps ModelKit
+])
+def test_tar_layers_are_unpacked_with_each_file_locked_and_verified(registry, tmp_path, media_type, compress):
+    layer = _tar(TAR_FILES, compress)
+    push(registry, "team/tarred:v1", artifact([(media_type, layer, {}),
+                                               ("application/vnd.cncf.model.doc.v1.raw", b"# doc\n",
+                                                {"org.cncf.model.filepath": "README.md"})]))
+    oci_manifest(tmp_path, f"{registry.host}/team/tarred:v1")
+    run = seed(tmp_path)
+    assert run.code == 0, run
+    root = tmp_path / "models" / "tiny"
+    for path, data in {**TAR_FILES, "README.md": b"# doc\n"}.items():
+        assert (root / path).read_bytes() == data
+    lock = json.loads((tmp_path / "models.lock").read_text())["models"][0]
+    from tests.registry import sha256_digest
+    layers = {f["path"]: f.get("layer") for f in lock["files"]}
+    assert layers == {**{p: sha256_digest(layer) for p in TAR_FILES}, "README.md": None}
+    # Each unpacked file has its own sha256, which verify checks: one changed byte is named.
+    (root / "tokenizer" / "vocab.txt").write_bytes(b"a\nc\n")
+    bad = run_seeder("verify", "--manifest", str(tmp_path / "models.toml"), "--target", str(tmp_path / "models"))
+    assert bad.code == 1 and "tokenizer/vocab.txt" in bad.err
+    # No scratch directory or layer blob is left in the target.
+    assert not [p for p in (tmp_path / "models" / ".seeder" / "tmp").iterdir()], list((tmp_path / "models" / ".seeder" / "tmp").iterdir())
+
+
+def test_a_tar_layer_with_a_link_is_refused_naming_the_member(registry, tmp_path):
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo("config.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+        link = tarfile.TarInfo("evil")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    push(registry, "team/evil:v1", artifact([("application/vnd.cncf.model.weight.v1.tar", out.getvalue(), {})]))
+    oci_manifest(tmp_path, f"{registry.host}/team/evil:v1")
+    run = seed(tmp_path)
+    assert run.code == 1, run
+    assert "evil" in run.err.splitlines()[-1]
+    assert not (tmp_path / "models" / "tiny").exists()
+    assert not (tmp_path / "models.lock").exists()
+
+
+def test_an_artifact_oras_pushed_seeds(registry, tmp_path, monkeypatch):
+    from tests.registry import oras_client
+
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {"model.gguf": blob(1 << 20, seed=3), "LICENSE": b"MIT\n"}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    monkeypatch.chdir(src)  # oras-py takes paths relative to where it runs
+    resp = oras_client(registry).push(target=f"{registry.host}/team/oras:v1", files=list(files))
+    assert resp.status_code == 201, resp.text
+    oci_manifest(tmp_path, f"{registry.host}/team/oras:v1")
+    run = seed(tmp_path)
+    assert run.code == 0, run
+    for name, data in files.items():
+        assert (tmp_path / "models" / "tiny" / name).read_bytes() == data
+
+
+def test_older_names_and_docker_model_runner_layers(registry, tmp_path):
+    weights, license_ = blob(1 << 20, seed=4), b"Apache-2.0\n"
+    # ModelPack before v0.0.7 (cnai names) with a nested path; Docker Model Runner's v0.1 layers carry no path.
+    push(registry, "team/cnai:v1", artifact(
+        [("application/vnd.cnai.model.weight.v1.raw", weights, {"org.cnai.model.filepath": "q4/model.gguf"})],
+        config_type="application/vnd.cnai.model.config.v1+json"))
+    push(registry, "team/dmr:v1", artifact(
+        [("application/vnd.docker.ai.gguf.v3", weights, {}), ("application/vnd.docker.ai.license", license_, {})],
+        config_type="application/vnd.docker.ai.model.config.v0.1+json", artifact_type=None))
+    write_manifest(tmp_path / "models.toml", f'[[models]]\nname = "cnai"\noci = "{registry.host}/team/cnai:v1"\n'
+                                             f'[[models]]\nname = "dmr"\noci = "{registry.host}/team/dmr:v1"\n')
+    run = seed(tmp_path)
+    assert run.code == 0, run
+    assert (tmp_path / "models" / "cnai" / "q4" / "model.gguf").read_bytes() == weights
+    assert (tmp_path / "models" / "dmr" / "model.gguf").read_bytes() == weights
+    assert (tmp_path / "models" / "dmr" / "LICENSE").read_bytes() == license_
+
+
+def test_include_and_exclude_apply_to_file_paths(registry, tmp_path):
+    push(registry, "team/tiny:v1", modelpack(FILES))
+    oci_manifest(tmp_path, f"{registry.host}/team/tiny:v1", 'include = ["*.json", "sub/*"]\nexclude = ["config.json"]\n')
+    assert seed(tmp_path).code == 0
+    got = sorted(str(p.relative_to(tmp_path / "models" / "tiny")) for p in (tmp_path / "models" / "tiny").rglob("*")
+                 if p.is_file())
+    assert got == ["sub/tokenizer.json"]
+
+
+@pytest.mark.parametrize("value", ["team/tiny:v1", "tiny", "https://r.example.com/team/tiny:v1",
+                                   "r.example.com/Team/tiny", "r.example.com/team/tiny@sha256:abc"])
+def test_a_reference_that_names_no_registry_or_is_invalid_exits_2(tmp_path, value):
+    oci_manifest(tmp_path, value)
+    run = seed(tmp_path)
+    assert run.code == 2, run
+    assert "tiny" in run.err and repr(value) in run.err
+
+
+def test_a_missing_repository_or_tag_exits_3_naming_it(registry, tmp_path):
+    push(registry, "team/tiny:v1", modelpack(FILES))
+    for ref in (f"{registry.host}/team/tiny:v2", f"{registry.host}/team/nothing:v1"):
+        oci_manifest(tmp_path, ref)
+        run = seed(tmp_path)
+        assert run.code == 3, run
+        assert ref in run.err.splitlines()[-1]
+
+
+def test_an_index_or_an_unknown_manifest_is_a_clear_error(registry, tmp_path):
+    from tests.registry import Artifact
+
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": []}).encode()
+    push(registry, "team/multi:v1", Artifact(index, b"{}", {}), content_type="application/vnd.oci.image.index.v1+json")
+    oci_manifest(tmp_path, f"{registry.host}/team/multi:v1")
+    run = seed(tmp_path)
+    assert run.code == 3 and "image index" in run.err, run
+
+
+def test_a_moved_tag_changes_nothing_until_refresh(registry, tmp_path):
+    push(registry, "team/tiny:v1", modelpack(FILES))
+    oci_manifest(tmp_path, f"{registry.host}/team/tiny:v1")
+    assert seed(tmp_path).code == 0
+    moved = {**FILES, "config.json": b'{"hidden_size": 16}\n'}
+    new_digest = push(registry, "team/tiny:v1", modelpack(moved))
+    (tmp_path / "models").rename(tmp_path / "old")
+    assert seed(tmp_path).code == 0  # a fresh target, from the lock: the old manifest's blobs
+    assert (tmp_path / "models" / "tiny" / "config.json").read_bytes() == FILES["config.json"]
+    run = run_seeder("refresh", "--manifest", str(tmp_path / "models.toml"), "--target", str(tmp_path / "models"))
+    assert run.code == 0, run
+    assert (tmp_path / "models" / "tiny" / "config.json").read_bytes() == moved["config.json"]
+    assert json.loads((tmp_path / "models.lock").read_text())["models"][0]["digest"] == new_digest
+
+
+@pytest.mark.parametrize("any_registry", ["basic", "token"], indirect=True)
+def test_refused_credentials_exit_3_in_one_line_without_the_secret(any_registry, tmp_path):
+    reg = any_registry
+    push(reg, "team/tiny:v1", modelpack(FILES), reg.credentials)
+    oci_manifest(tmp_path, f"{reg.host}/team/tiny:v1")
+    wrong = ("writer", "not-the-password-1234")
+    run = seed(tmp_path, env={"REGISTRY_AUTH_FILE": str(reg.docker_config(tmp_path / "docker", wrong))})
+    assert run.code == 3, run
+    last = run.err.splitlines()[-1]
+    assert reg.host in last and "team/tiny" in last and "refused" in last
+    assert "not-the-password-1234" not in run.err + run.out
+    import base64
+    assert base64.b64encode(b"writer:not-the-password-1234").decode() not in run.err + run.out

@@ -24,6 +24,7 @@ from ..store.cache import LocalCache
 from ..store.fs import regular_or_absent, storage_error
 from ..store.s3 import CacheBusy, CacheUnavailable, Lease, S3Cache
 from .flight import FOLLOWED, Flight
+from .layers import Layers
 
 
 class Chain:
@@ -35,6 +36,7 @@ class Chain:
         self.net = net or Network(offline=True)
         self.parts = parts
         self.flight = Flight(self)
+        self.layers = Layers(self)
         self._clients: dict[Network, object] = {}  # one per set of settings: origins that share them share connections
         self._placed: dict[str, Path] = {}  # digest -> where this run put it (no local cache)
         self._mutex = threading.Lock()
@@ -152,10 +154,13 @@ class Chain:
             with self.flight.renewing(leader, lease):
                 from ..sources import file_urls
 
-                log.info("downloading", model=model.name, file=file.path, bytes=file.size)
-                result = self._download(self._origin_client(model), file_urls(model, file, self.net), model, file,
-                                        dest, progress)
-                self.owner.count(downloaded=result.fetched, reused=file.size - result.fetched)
+                if file.layer:
+                    result = self.layers.member(model, file, dest, progress)
+                else:
+                    log.info("downloading", model=model.name, file=file.path, bytes=file.size)
+                    result = self._download(self.origin_client(model), file_urls(model, file, self.net), model,
+                                            file, dest, progress)
+                self.owner.count(downloaded=result.fetched, reused=max(0, file.size - result.fetched))
                 log.info("downloaded", model=model.name, file=file.path, bytes=result.fetched)
                 self._upload(model, file, dest, result.sha256, bad, lease and (leader, lease))
         finally:
@@ -223,7 +228,7 @@ class Chain:
         # One attempt: a bucket in trouble is the circuit's to wait out, not every part's to retry.
         return self._client(replace(network(self.net), attempts=1))
 
-    def _origin_client(self, model: LockedModel):
+    def origin_client(self, model: LockedModel):
         from ..sources import network
 
         return self._client(network(model, self.net))

@@ -126,6 +126,7 @@ class Installer:
             pool.shutdown()
         finally:
             progress.close()
+            self.chain.layers.clear()
         return errors, failed
 
     def _check_space(self, missing: list[tuple[LockedModel, LockedFile]],

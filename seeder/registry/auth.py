@@ -200,7 +200,7 @@ class RegistryAuth:
         except requests.RequestException as e:
             raise TransientError(f"token server {urlsplit(realm).netloc}: {type(e).__name__}") from None
         if resp.status_code in (401, 403):
-            raise RemoteError(self.refused(scope))
+            raise RemoteError(self.refused(scope.split(":")[1] if scope.count(":") == 2 else scope))
         if resp.status_code >= 500 or resp.status_code == 429:
             raise TransientError(f"token server {urlsplit(realm).netloc}: HTTP {resp.status_code}")
         try:
@@ -213,11 +213,10 @@ class RegistryAuth:
         log.debug("registry token", registry=self.host, scope=scope)
         return token
 
-    def refused(self, what: str) -> str:
+    def refused(self, repository: str) -> str:
         """One line for a refusal: which registry, which repository, and what to check."""
-        repo = what.split(":")[1] if what.startswith("repository:") else what
         if self.sent_credentials:
             why = f"credentials from {self.credentials.source} were refused" if self.credentials else "refused"
         else:
             why = "anonymous access refused; log in (docker login / REGISTRY_AUTH_FILE)"
-        return f"registry {self.host} refused access to {repo}: {why}"
+        return f"registry {self.host} refused access to {repository}: {why}"

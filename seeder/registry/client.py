@@ -194,7 +194,7 @@ class Registry:
         if status < 400:
             return
         if status in (401, 403):
-            raise RemoteError(self.auth.refused(f"repository:{self.host}/{repository}"))
+            raise RemoteError(self.auth.refused(repository))
         detail = _errors(resp)
         if status == 404:
             raise RemoteError(f"{where}: not found in {self.host}/{repository}{detail}")

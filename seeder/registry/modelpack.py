@@ -37,9 +37,17 @@ def layer_type(role: str) -> str:
     return f"application/vnd.cncf.model.{role}.v1.raw"
 
 
-def is_raw(media_type: str) -> bool:
-    """Whether a layer is one file's bytes as they are: ModelPack ``.raw``, or any layer that is not an
-    archive (ORAS files, Docker Model Runner's gguf/safetensors layers)."""
+ORAS_UNPACK = "io.deis.oras.content.unpack"
+"""ORAS marks a layer that is a directory, packed, with this; every other layer it pushes is one file."""
+
+
+def is_raw(media_type: str, annotations: dict | None = None) -> bool:
+    """Whether a layer is one file's bytes as they are: ModelPack ``.raw``; what ORAS pushed as a file (its
+    default media type says tar, but only a layer marked for unpacking is an archive); and any layer that is
+    not an archive (Docker Model Runner's gguf/safetensors layers)."""
     if m := _MODEL_LAYER.fullmatch(media_type):
         return m["format"] == "raw"
+    notes = annotations or {}
+    if isinstance(notes.get(TITLE), str) and not any(k in notes for k in FILEPATH):
+        return notes.get(ORAS_UNPACK) != "true"
     return "tar" not in media_type and "+gzip" not in media_type and "+zstd" not in media_type

@@ -11,6 +11,7 @@ May import :mod:`seeder.fetch` (to make requests), :mod:`seeder.spec` and the ba
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import import_module
 from types import ModuleType
 
@@ -30,6 +31,22 @@ def source(kind: str) -> ModuleType:
 def file_urls(model: LockedModel, file: LockedFile, net: Network) -> list[str]:
     """Where a locked file's bytes can be fetched, in the order to try."""
     return source(model.kind).file_urls(model, file, net)
+
+
+@dataclass(frozen=True)
+class Archive:
+    """Where a file that comes packed (a member of an OCI tar layer) is: the archive as a file to fetch, and
+    its media type (which says how to unpack it)."""
+
+    file: LockedFile
+    urls: list[str]
+    media_type: str
+
+
+def archive(model: LockedModel, file: LockedFile, net: Network) -> Archive | None:
+    """The archive ``file`` comes in, or None for a file fetched as it is (every kind but some oci layers)."""
+    find = getattr(source(model.kind), "archive", None)
+    return find(model, file, net) if find and file.layer else None
 
 
 def network(model: LockedModel, net: Network) -> Network:

@@ -92,7 +92,7 @@ def layers_of(found: Manifest, model: str, where: str) -> list[Layer]:
         raise RemoteError(f"{model}: {where}: the manifest's layers are malformed") from None
     unnamed: dict[str, int] = {}
     for i, layer in enumerate(layers):
-        if layer.path is None and modelpack.is_raw(layer.media_type):
+        if layer.path is None and modelpack.is_raw(layer.media_type, raw[i].get("annotations")):
             name = _UNNAMED.get(layer.media_type)
             if name is None:
                 raise RemoteError(f"{model}: {where}: layer {layer.digest} ({layer.media_type}) names no file path")
@@ -113,7 +113,7 @@ def _layer(entry: dict) -> Layer:
         raise ValueError(size)
     notes = entry.get("annotations") or {}
     path = None
-    if modelpack.is_raw(media_type):
+    if modelpack.is_raw(media_type, notes):
         path = next((notes[k] for k in (*modelpack.FILEPATH, modelpack.TITLE) if isinstance(notes.get(k), str)), None)
     return Layer(digest, size, str(media_type), path)
 
@@ -153,8 +153,19 @@ def file_urls(model: LockedModel, file: LockedFile, net: Network) -> list[str]:
     return [reg.blob_url(ref.repository, file.layer or f"sha256:{file.sha256}")]
 
 
-def pinned_layers(model: LockedModel, net: Network) -> dict[str, Layer]:
+@functools.cache
+def _pinned_layers(model: LockedModel, net: Network) -> dict[str, Layer]:
     """The layers of the manifest the lock pins, by digest (fetched by digest: a moved tag changes nothing)."""
     reg, ref = _registry(model, net)
     pinned = Reference(ref.host, ref.repository, digest=model.commit)
     return {layer.digest: layer for layer in layers_of(reg.manifest(pinned, model.name), model.name, str(pinned))}
+
+
+def archive(model: LockedModel, file: LockedFile, net: Network):
+    from . import Archive
+
+    layer = _pinned_layers(model, net).get(file.layer)
+    if layer is None:
+        raise RemoteError(f"{model.name}: the manifest {model.commit} has no layer {file.layer}")
+    blob = LockedFile(path=f"layer {layer.digest}", size=layer.size, sha256=layer.digest.removeprefix("sha256:"))
+    return Archive(blob, file_urls(model, file, net), layer.media_type)
