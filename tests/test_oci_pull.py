@@ -245,3 +245,13 @@ def test_refused_credentials_exit_3_in_one_line_without_the_secret(any_registry,
     assert "not-the-password-1234" not in run.err + run.out
     import base64
     assert base64.b64encode(b"writer:not-the-password-1234").decode() not in run.err + run.out
+
+
+def test_status_shows_the_tag_and_the_manifest_digest(registry, tmp_path):
+    digest = push(registry, "team/tiny:v1", modelpack(FILES))
+    oci_manifest(tmp_path, f"{registry.host}/team/tiny:v1")
+    assert seed(tmp_path).code == 0
+    run = run_seeder("status", "--manifest", str(tmp_path / "models.toml"), "--target", str(tmp_path / "models"))
+    assert run.code == 0, run
+    row = next(line.split() for line in run.out.splitlines() if line.startswith("tiny"))
+    assert "v1" in row and digest.removeprefix("sha256:")[:12] in row

@@ -15,6 +15,7 @@ from ..fetch.partial import partial_path, size_on_disk
 from ..fmt import human_bytes
 from ..resolve import Choice, choose_lock
 from ..spec import manifest as manifests
+from ..spec.kinds import KINDS
 from ..spec.lock import Lock, LockedModel
 from ..spec.manifest import Manifest
 from ..store import Cache, Target
@@ -71,16 +72,8 @@ def status(target: Target, manifest: Manifest | None, lock: Lock | None, *, deep
 
 
 def revision_of(model: LockedModel) -> str:
-    """What the model was asked at: a repo's branch, tag or commit; for one object in a bucket, the
-    version it was locked at (or, where the bucket keeps none, its ETag), as a commit pins a repo."""
-    if model.kind == "repo":
-        return model.revision
-    if model.kind == "s3":
-        only = model.files[0] if len(model.files) == 1 else None
-        if only is not None and only.version_id:
-            return f"version:{only.version_id}"
-        return f"etag:{only.etag}" if only is not None and only.etag else "s3"  # several: the lock pins each
-    return "url"
+    """What the model was asked at, as its kind says (a repo's branch, an object's version, a tag)."""
+    return KINDS[model.kind].revision(model)
 
 
 def _not_installed(target: Target, name: str, lock: Lock | None, tmp: Path) -> ModelStatus:
@@ -102,7 +95,7 @@ def render_table(rows: list[ModelStatus]) -> str:
     header = ("MODEL", "STATE", "REVISION", "COMMIT", "FILES", "SIZE", "INSTALLED")
     lines = [header]
     for r in rows:
-        lines.append((r.name, r.state, r.revision or "-", (r.commit or "-")[:12], str(r.files) if r.files else "-",
+        lines.append((r.name, r.state, r.revision or "-", (r.commit or "-").removeprefix("sha256:")[:12], str(r.files) if r.files else "-",
                       human_bytes(r.bytes) if r.bytes else "-", r.installed_at or "-"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]

@@ -4,9 +4,10 @@ Each module names its ``KIND`` (the manifest key that selects it, and the lock e
 ``LABEL`` (how the manifest's errors name it) and ``KEYS`` (the manifest keys it takes besides
 ``name``), and has a frozen source dataclass with ``kind`` as a class variable, ``parse(entry, fail)``
 (a manifest table -> that dataclass), ``lock_fields(m, files, name, fail)`` (a lock entry's fields of
-this kind, checked, as :class:`~seeder.spec.lock.LockedModel` takes them) and ``lock_json(model)``
-(those fields back to JSON). A new kind is one module here and one line in :data:`KINDS`, beside its
-module under :mod:`seeder.sources` (which fetches; this package only parses).
+this kind, checked, as :class:`~seeder.spec.lock.LockedModel` takes them), ``lock_json(model)``
+(those fields back to JSON) and ``revision(model)`` (what ``status`` shows it was asked at). A new kind
+is one module here and one line in :data:`KINDS`, beside its module under :mod:`seeder.sources` (which
+fetches; this package only parses).
 """
 
 from __future__ import annotations

@@ -90,3 +90,9 @@ def lock_fields(m: dict, files: tuple, name: str, fail) -> dict:
 
 def lock_json(model) -> dict:
     return {"oci": model.repo, "digest": model.commit}
+
+
+def revision(model) -> str:
+    """The tag the reference names, else ``digest`` (the reference pins one)."""
+    ref = parse_reference(model.repo)
+    return (ref.tag if ref else None) or "digest"

@@ -44,3 +44,8 @@ def lock_fields(m: dict, files: tuple, name: str, fail) -> dict:
 
 def lock_json(model) -> dict:
     return {"repo": model.repo, "revision": model.revision, "commit": model.commit}
+
+
+def revision(model) -> str:
+    """What ``status`` shows the model was asked at: the branch, tag or commit."""
+    return model.revision

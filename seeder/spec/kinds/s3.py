@@ -76,3 +76,12 @@ def lock_fields(m: dict, files: tuple, name: str, fail) -> dict:
 
 def lock_json(model) -> dict:
     return {"urls": list(model.urls)}
+
+
+def revision(model) -> str:
+    """One object: the version it was locked at (or, where the bucket keeps none, its ETag), as a commit pins
+    a repo; several: the lock pins each."""
+    only = model.files[0] if len(model.files) == 1 else None
+    if only is not None and only.version_id:
+        return f"version:{only.version_id}"
+    return f"etag:{only.etag}" if only is not None and only.etag else "s3"
