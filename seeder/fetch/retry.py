@@ -107,6 +107,8 @@ def classify(resp: Response, url: str, net: Network) -> None:
     if is_transient(status):
         raise transient(status, resp.headers, f"HTTP {status} from {where}", net, answered,
                         url if answered != url else None)
+    if status in (401, 403) and net.auth is not None and (why := net.auth.refusal(answered)):
+        raise RemoteError(why)
     if status in (401, 403, 404) and net.is_hub(answered):
         why = hub_refusal(resp.headers, _repo_of(answered, net), net.endpoint, bool(net.token))
         if why:

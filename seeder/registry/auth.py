@@ -213,6 +213,10 @@ class RegistryAuth:
         log.debug("registry token", registry=self.host, scope=scope)
         return token
 
+    def refusal(self, url: str) -> str | None:
+        m = _REPOSITORY.search(urlsplit(url).path) if self._mine(url) else None
+        return self.refused(m[1]) if m else None
+
     def refused(self, repository: str) -> str:
         """One line for a refusal: which registry, which repository, and what to check."""
         if self.sent_credentials:

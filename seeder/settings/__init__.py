@@ -148,6 +148,9 @@ class Auth(Protocol):
     def challenged(self, url: str, challenge: str | None) -> bool:
         """A 401 for ``url`` with this ``WWW-Authenticate``: True when new credentials are worth one more try."""
 
+    def refusal(self, url: str) -> str | None:
+        """The one line for a 401/403 from ``url`` that stood, when ``url`` is this server's."""
+
 
 @dataclass(frozen=True)
 class Network:
