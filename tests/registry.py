@@ -115,11 +115,13 @@ class Registry:
     permissions). ``anonymous`` and ``lifetime`` go to the token server (``auth="token"``)."""
 
     def __init__(self, root: Path, *, auth: str = "none", anonymous: frozenset[str] | set[str] = frozenset({"pull"}),
-                 lifetime: float = 300) -> None:
+                 lifetime: float = 300, tls: tuple[Path, Path] | None = None) -> None:
         if auth not in MODES:
             raise ValueError(f"auth must be one of {MODES}, not {auth!r}")
         self.root = Path(root)
         self.auth = auth
+        self.tls = tls
+        """(certificate, key): serve HTTPS (``url`` stays plain http for the fixture's own helpers: don't use it)."""
         self.binary = registry_binary()
         self.storage = self.root / "storage"
         self.config_path = self.root / "config.yml"
@@ -256,6 +258,8 @@ class Registry:
             # The secret signs upload state; fixed per instance so it holds across restart().
             "http": {"addr": f"127.0.0.1:{self.port}", "secret": self._secret()},
         }
+        if self.tls is not None:
+            config["http"]["tls"] = {"certificate": str(self.tls[0]), "key": str(self.tls[1])}
         if self.auth == "basic":
             htpasswd = self.root / "htpasswd"
             htpasswd.write_text(htpasswd_lines({name: pw for name, (pw, _) in USERS.items()}))
@@ -299,7 +303,13 @@ class Registry:
                 raise RuntimeError(f"docker-registry exited with {self.proc.poll() if self.proc else '?'} "
                                    "during start-up\n" + self.log_tail())
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                if self.tls is not None:
+                    import ssl
+
+                    conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=2,
+                                                       context=ssl._create_unverified_context())
+                else:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 try:
                     conn.request("GET", "/v2/", headers={"User-Agent": PROBE_AGENT})
                     resp = conn.getresponse()

@@ -101,8 +101,8 @@ def test_a_token_that_expires_during_a_download_is_renewed(token_registry, tmp_p
         host = proxy.endpoint.removeprefix("http://")
         auths = json.loads(config.read_text())["auths"]
         config.write_text(json.dumps({"auths": {host: auths[reg.host]}}))
-        proxy.delay("GET", r"/blobs/", 0.3)  # 16 parts, one connection: about 5 s, tokens last 1 s
-        run = run_seeder(*args(tmp_path), **PARTS, SEEDER_CONNECTIONS="1", DOCKER_CONFIG=str(config.parent))
+        proxy.delay("GET", r"/blobs/", 0.4)  # 16 parts, two connections: about 3 s, tokens last 1 s
+        run = run_seeder(*args(tmp_path), **PARTS, SEEDER_CONNECTIONS="2", DOCKER_CONFIG=str(config.parent))
         assert run.code == 0, run
         refused = [r for r in proxy.seen("GET", "/blobs/") if r[3] == 401]
     assert (tmp_path / "models" / "m" / "model.safetensors").read_bytes() == BIG

@@ -88,6 +88,8 @@ def check_redirect(net: Network, url: str) -> None:
 
 
 def reason(exc: BaseException) -> str:
+    if isinstance(getattr(exc, "reason", None), str):  # ssl.SSLError: its args start with a bare errno
+        return exc.reason[:200]
     # requests (urllib3) nests the useful part several levels down; the last line of the chain is enough.
     text = str(exc.args[0] if exc.args else exc) or type(exc).__name__
     return text.split(": ", 1)[-1][:200]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 from urllib.parse import quote, urlencode, urljoin, urlsplit
@@ -173,16 +174,27 @@ class Registry:
 
     def _call(self, method: str, url: str, model: str, what: str, **kwargs) -> Response:
         """One request under the retry policy: transient answers are retried, the rest returned."""
-        for attempt in retrying(self.net, "registry", model, what):
-            with attempt:
-                resp = self.client.request(method, url, **kwargs)
-                try:
-                    self._raise_transient(resp)
-                except TransientError:
-                    resp.close()
-                    raise
-                return resp
+        with self.gave_up(model):
+            for attempt in retrying(self.net, "registry", model, what):
+                with attempt:
+                    resp = self.client.request(method, url, **kwargs)
+                    try:
+                        self._raise_transient(resp)
+                    except TransientError:
+                        resp.close()
+                        raise
+                    return resp
         raise AssertionError("unreachable")
+
+    @contextmanager
+    def gave_up(self, model: str):
+        """A failure that outlasted the retries, as the one line that ends the run."""
+        try:
+            yield
+        except TransientError as e:
+            hint = (" (a plain-http registry? list it in SEEDER_INSECURE_REGISTRIES)"
+                    if "WRONG_VERSION_NUMBER" in str(e) else "")
+            raise RemoteError(f"{model}: {self.host}: {e}{hint} (gave up after {self.net.attempts} attempts)") from None
 
     def _raise_transient(self, resp: Response) -> None:
         if is_transient(resp.status_code):
