@@ -255,3 +255,28 @@ def test_status_shows_the_tag_and_the_manifest_digest(registry, tmp_path):
     assert run.code == 0, run
     row = next(line.split() for line in run.out.splitlines() if line.startswith("tiny"))
     assert "v1" in row and digest.removeprefix("sha256:")[:12] in row
+
+
+@pytest.mark.parametrize("token_registry", [{"anonymous": set()}], indirect=True)
+def test_blobs_go_through_a_forward_proxy_with_their_ranges(token_registry, tmp_path):
+    """The Dragonfly path: dfdaemon is an HTTP proxy that serves registry blob GETs from peers."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from tests.test_proxy import _Forward
+
+    reg = token_registry
+    push(reg, "team/tiny:v1", modelpack(FILES), reg.credentials)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Forward)
+    server.daemon_threads, server.seen = True, []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        oci_manifest(tmp_path, f"{reg.host}/team/tiny:v1")
+        url = f"http://127.0.0.1:{server.server_port}"
+        run = seed(tmp_path, env=auth_env(reg, tmp_path), HTTP_PROXY=url, http_proxy=url)
+    finally:
+        server.shutdown()
+    assert run.code == 0, run
+    assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == FILES["model.safetensors"]
+    blobs = [(path, rng) for _, path, rng in server.seen if "/blobs/" in path]
+    assert sum(1 for _, rng in blobs if rng) >= 3, server.seen
