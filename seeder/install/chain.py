@@ -154,7 +154,7 @@ class Chain:
             with self.flight.renewing(leader, lease):
                 from ..sources import file_urls
 
-                if file.layer:
+                if file.pin("layer"):
                     result = self.layers.member(model, file, dest, progress)
                 else:
                     log.info("downloading", model=model.name, file=file.path, bytes=file.size)

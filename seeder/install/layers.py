@@ -35,37 +35,39 @@ class Layers:
 
     def member(self, model: LockedModel, file: LockedFile, dest: Path, progress) -> Unpacked:
         """``file``'s verified bytes at ``dest``, from the archive the source says it comes in."""
+        layer = file.pin("layer")
         with self._mutex:
-            lock = self._locks.setdefault(file.layer, threading.Lock())
+            lock = self._locks.setdefault(layer, threading.Lock())
         fetched = 0
         with lock:
-            if file.layer not in self._unpacked:
-                self._unpacked[file.layer], fetched = self._unpack(model, file, progress)
-        directory, members = self._unpacked[file.layer]
+            if layer not in self._unpacked:
+                self._unpacked[layer], fetched = self._unpack(model, file, layer, progress)
+        directory, members = self._unpacked[layer]
         found = members.get(file.path)
         if found is None or (found.size, found.sha256) != (file.size, file.sha256):
             got = "is not in it" if found is None else f"has sha256 {found.sha256}, size {found.size}"
-            raise IntegrityError(f"{model.name}/{file.path}: the layer {file.layer} {got}; the lock wants "
+            raise IntegrityError(f"{model.name}/{file.path}: the layer {layer} {got}; the lock wants "
                                  f"sha256 {file.sha256}, size {file.size}")
         self.chain.owner.link_or_copy(directory / file.path, dest, file, trusted=True)
         return Unpacked(found.sha256, fetched)
 
-    def _unpack(self, model: LockedModel, file: LockedFile, progress) -> tuple[tuple[Path, dict], int]:
+    def _unpack(self, model: LockedModel, file: LockedFile, layer: str, progress) -> tuple[tuple[Path, dict], int]:
         from ..fetch.download import download
         from ..sources import archive
         from ..untar import unpack
 
         packed = archive(model, file, self.chain.net)
+        assert packed is not None  # the file has a layer: its source packs it
         part = self.chain.part_path(packed.file)
-        log.info("downloading layer", model=model.name, layer=file.layer, bytes=packed.file.size)
+        log.info("downloading layer", model=model.name, layer=layer, bytes=packed.file.size)
         client = self.chain.origin_client(model)
         result = download(client, packed.urls, part, packed.file, progress.file(model.name, packed.file.path,
                           packed.file.size), model.name)
-        directory = part.with_name(f"{file.layer.replace(':', '-')}.unpacked")
+        directory = part.with_name(f"{layer.replace(':', '-')}.unpacked")
         shutil.rmtree(directory, ignore_errors=True)  # a run killed while it unpacked
-        members = unpack(part, packed.media_type, file.layer, directory)
+        members = unpack(part, packed.media_type, layer, directory)
         part.unlink(missing_ok=True)
-        log.info("unpacked layer", model=model.name, layer=file.layer, files=len(members))
+        log.info("unpacked layer", model=model.name, layer=layer, files=len(members))
         return (directory, {m.path: m for m in members}), result.fetched
 
     def clear(self) -> None:

@@ -46,7 +46,7 @@ class Archive:
 def archive(model: LockedModel, file: LockedFile, net: Network) -> Archive | None:
     """The archive ``file`` comes in, or None for a file fetched as it is (every kind but some oci layers)."""
     find = getattr(source(model.kind), "archive", None)
-    return find(model, file, net) if find and file.layer else None
+    return find(model, file, net) if find else None
 
 
 def network(model: LockedModel, net: Network) -> Network:

@@ -24,7 +24,7 @@ from ..registry.client import Manifest, Registry
 from ..settings import Network
 from ..spec.kinds.common import selects
 from ..spec.kinds.oci import Reference, parse_reference
-from ..spec.lock import LockedFile, LockedModel
+from ..spec.lock import LockedFile, LockedModel, pins
 from ..spec.manifest import Manifest as ModelsToml, ModelSpec
 from ..spec.paths import check_relpath
 
@@ -145,12 +145,12 @@ def _members(reg: Registry, ref: Reference, layer: Layer, model: str, client: Cl
         finally:
             progress.close()
         members = unpack(Path(tmp) / "blob", layer.media_type, layer.digest, Path(tmp) / "files")
-    return [LockedFile(path=m.path, size=m.size, sha256=m.sha256, layer=layer.digest) for m in members]
+    return [LockedFile(path=m.path, size=m.size, sha256=m.sha256, pins=pins(layer=layer.digest)) for m in members]
 
 
 def file_urls(model: LockedModel, file: LockedFile, net: Network) -> list[str]:
     reg, ref = _registry(model, net)
-    return [reg.blob_url(ref.repository, file.layer or f"sha256:{file.sha256}")]
+    return [reg.blob_url(ref.repository, file.pin("layer") or f"sha256:{file.sha256}")]
 
 
 @functools.cache
@@ -164,8 +164,10 @@ def _pinned_layers(model: LockedModel, net: Network) -> dict[str, Layer]:
 def archive(model: LockedModel, file: LockedFile, net: Network):
     from . import Archive
 
-    layer = _pinned_layers(model, net).get(file.layer)
+    if not file.pin("layer"):
+        return None
+    layer = _pinned_layers(model, net).get(file.pin("layer"))
     if layer is None:
-        raise RemoteError(f"{model.name}: the manifest {model.commit} has no layer {file.layer}")
+        raise RemoteError(f"{model.name}: the manifest {model.commit} has no layer {file.pin('layer')}")
     blob = LockedFile(path=f"layer {layer.digest}", size=layer.size, sha256=layer.digest.removeprefix("sha256:"))
     return Archive(blob, file_urls(model, file, net), layer.media_type)

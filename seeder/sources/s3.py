@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import aws, log
 from ..errors import IntegrityError, ManifestError, RemoteError
 from ..settings import Network
-from ..spec.lock import LockedFile, LockedModel
+from ..spec.lock import LockedFile, LockedModel, pins
 from ..spec.kinds.common import selects
 from ..spec.manifest import Manifest, ModelSpec
 from ..spec.paths import check_relpath
@@ -108,7 +108,7 @@ def _pin(spec: ModelSpec, s3, client, path: str, key: str) -> LockedFile:
         raise RemoteError(f"{spec.name}: s3://{bucket}/{key} has an impossible size {size!r}")
     version = head.get("VersionId")
     version = version if version and version != "null" else None
-    pinned = LockedFile(path=path, size=size, key=key, etag=etag, version_id=version)
+    pinned = LockedFile(path=path, size=size, pins=pins(key=key, etag=etag, version_id=version))
     sha256 = (spec.source.sha256 if spec.source.single else None) or _published_sha256(head)
     if sha256 is None:
         sha256 = _read_sha256(s3, client, spec.name, bucket, pinned)
@@ -132,7 +132,7 @@ def _read_sha256(s3, client, model: str, bucket: str, file: LockedFile) -> str:
     from ..fetch.download import download
     from ..fetch.transport import Client
 
-    log.info("hashing object", model=model, key=file.key, bytes=file.size)
+    log.info("hashing object", model=model, key=file.pin("key"), bytes=file.size)
     reader = Client(network(client.net), client.parts)
     with tempfile.TemporaryDirectory(prefix="seeder-hash-") as tmp:
         progress = log.Progress(file.size)
@@ -145,20 +145,20 @@ def _read_sha256(s3, client, model: str, bucket: str, file: LockedFile) -> str:
 
 
 def _presign(s3, bucket: str, file: LockedFile) -> str:
-    params = {"Bucket": bucket, "Key": file.key}
-    if file.version_id:
-        params["VersionId"] = file.version_id
+    params = {"Bucket": bucket, "Key": file.pin("key")}
+    if file.pin("version_id"):
+        params["VersionId"] = file.pin("version_id")
     return s3.generate_presigned_url("get_object", Params=params, ExpiresIn=3600)
 
 
 def file_urls(model: LockedModel, file: LockedFile, net: Network) -> list[str]:
     bucket = model.urls[0][len("s3://"):].split("/", 1)[0]
     s3 = aws.client(net.connect_timeout, net.read_timeout)
-    if not file.version_id:
+    if not file.pin("version_id"):
         # Without a version to ask for, a changed object would be caught by its sha256 only after the
         # download: ask its ETag first, and name the key.
-        where = f"s3://{bucket}/{file.key}"
-        head = _call(model.name, where, s3.head_object, Bucket=bucket, Key=file.key)
-        if str(head.get("ETag", "")).strip('"') != file.etag:
+        where = f"s3://{bucket}/{file.pin('key')}"
+        head = _call(model.name, where, s3.head_object, Bucket=bucket, Key=file.pin("key"))
+        if str(head.get("ETag", "")).strip('"') != file.pin("etag"):
             raise IntegrityError(f"{model.name}: {where} changed since it was locked; run `seeder refresh`")
     return [_presign(s3, bucket, file)]

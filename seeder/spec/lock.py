@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -24,9 +24,6 @@ from .paths import check_name, check_relpath
 LOCK_VERSION = 1
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_S3_FIELDS = ("key", "etag", "version_id")
-_KIND_FIELDS = (*_S3_FIELDS, "layer")  # set by one kind each: left out of the lock and versions when unset
-_LAYER = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -36,17 +33,26 @@ class LockedFile:
     sha256: str | None = None
     git_oid: str | None = None
     """Git blob id: the hub's only digest for small non-LFS files."""
-    key: str | None = None
-    """For an s3:// model: the object's key, its ETag, and its version when the bucket keeps versions."""
-    etag: str | None = None
-    version_id: str | None = None
-    layer: str | None = None
-    """For an oci model whose files come in tar layers: the digest of the layer that holds this file."""
+    pins: tuple[tuple[str, str], ...] = ()
+    """What the file's kind pins besides its digests, by the names its module declares (``FILE_PINS``): an
+    s3 object's key, ETag and version; the oci tar layer that holds the file."""
+
+    def pin(self, name: str) -> str | None:
+        return next((v for k, v in self.pins if k == name), None)
 
     @property
     def digest(self) -> str:
         """Content address: what the cache and partial downloads are keyed by."""
         return f"sha256-{self.sha256}" if self.sha256 else f"gitsha1-{self.git_oid}"
+
+    def to_json(self) -> dict:
+        data = {"path": self.path, "size": self.size, "sha256": self.sha256, "git_oid": self.git_oid}
+        return {k: v for k, v in data.items() if v is not None} | dict(self.pins)
+
+
+def pins(**values: str | None) -> tuple[tuple[str, str], ...]:
+    """A file's pins from keyword arguments, the unset ones left out."""
+    return tuple((k, v) for k, v in values.items() if v is not None)
 
 
 @dataclass(frozen=True)
@@ -65,8 +71,9 @@ class LockedModel:
     @cached_property  # asked once per file while installing: computing it is linear in the files
     def version(self) -> str:
         """Identifies the exact file set: two entries with equal versions install identical trees."""
-        # A kind's own fields only when set, so entries of other kinds keep the versions they always had.
-        files = [{k: v for k, v in asdict(f).items() if v is not None or k not in _KIND_FIELDS} for f in self.files]
+        # A kind's pins only when set, so entries of other kinds keep the versions they always had.
+        files = [{"path": f.path, "size": f.size, "sha256": f.sha256, "git_oid": f.git_oid, **dict(f.pins)}
+                 for f in self.files]
         blob = json.dumps([self.commit, files], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -77,7 +84,7 @@ class LockedModel:
     def to_json(self) -> dict:
         data = {"name": self.name, "fingerprint": self.fingerprint, "kind": self.kind}
         data |= KINDS[self.kind].lock_json(self)
-        data["files"] = [{k: v for k, v in asdict(f).items() if v is not None} for f in self.files]
+        data["files"] = [f.to_json() for f in self.files]
         return data
 
 
@@ -175,14 +182,14 @@ def _parse_model(m: dict, fail) -> LockedModel:
     files_raw = m.get("files")
     if not isinstance(files_raw, list):
         raise fail(f"model {name!r}: 'files' must be a list")
-    files = tuple(_parse_file(f, name, fail) for f in files_raw)
+    files = tuple(_parse_file(f, name, KINDS[kind].FILE_PINS, fail) for f in files_raw)
     if len({f.path for f in files}) != len(files):
         raise fail(f"model {name!r}: duplicate file path")
     fields = KINDS[kind].lock_fields(m, files, name, fail)
     return LockedModel(name=name, fingerprint=m["fingerprint"], kind=kind, files=files, **fields)
 
 
-def _parse_file(f: object, name: str, fail) -> LockedFile:
+def _parse_file(f: object, name: str, kind_pins: dict, fail) -> LockedFile:
     if not isinstance(f, dict):
         raise fail(f"model {name!r}: a file entry is not an object")
     path, size, sha256, git_oid = f.get("path"), f.get("size"), f.get("sha256"), f.get("git_oid")
@@ -196,10 +203,11 @@ def _parse_file(f: object, name: str, fail) -> LockedFile:
         raise fail(f"model {name!r}: file {path!r} has an invalid git_oid")
     if sha256 is None and git_oid is None:
         raise fail(f"model {name!r}: file {path!r} has neither sha256 nor git_oid")
-    s3 = {k: f.get(k) for k in _S3_FIELDS}
-    if not all(v is None or isinstance(v, str) for v in s3.values()):
-        raise fail(f"model {name!r}: file {path!r} has an invalid key, etag or version_id")
-    layer = f.get("layer")
-    if layer is not None and (not isinstance(layer, str) or not _LAYER.fullmatch(layer)):
-        raise fail(f"model {name!r}: file {path!r} has an invalid layer digest")
-    return LockedFile(path=path, size=size, sha256=sha256, git_oid=git_oid, layer=layer, **s3)
+    found = []
+    for key, pattern in kind_pins.items():
+        value = f.get(key)
+        if value is not None and (not isinstance(value, str) or (pattern and not pattern.fullmatch(value))):
+            raise fail(f"model {name!r}: file {path!r} has an invalid {key}")
+        if value is not None:
+            found.append((key, value))
+    return LockedFile(path=path, size=size, sha256=sha256, git_oid=git_oid, pins=tuple(found))

@@ -22,6 +22,8 @@ _HOST = r"(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|\[[0-9A-Fa-f:]+\]|[A-Za
 _REFERENCE = re.compile(rf"(?P<host>{_HOST})/(?P<repository>{_COMPONENT}(?:/{_COMPONENT})*)"
                         r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+FILE_PINS = {"layer": DIGEST}
+"""Per file of a tar layer: the digest of the layer that holds it."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from .common import globs, string
 KIND = "repo"
 LABEL = "'repo' (a Hugging Face repo)"
 KEYS = {"repo", "revision", "include", "exclude"}
+FILE_PINS: dict = {}
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 

@@ -13,6 +13,8 @@ from .common import check_filename, globs, lock_urls, sha256, string
 KIND = "s3"
 LABEL = "'s3' (a bucket prefix)"
 KEYS = {"s3", "include", "exclude"}
+FILE_PINS = {"key": None, "etag": None, "version_id": None}
+"""Per file: the object's key, its ETag, and its version when the bucket keeps versions."""
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
@@ -69,7 +71,7 @@ def parse_object(entry: dict, fail) -> S3Source:
 def lock_fields(m: dict, files: tuple, name: str, fail) -> dict:
     """A lock entry's fields of this kind, checked, as :class:`~seeder.spec.lock.LockedModel` takes them."""
     urls = lock_urls(m, name, fail)
-    if len(urls) != 1 or not urls[0].startswith("s3://") or not all(f.key for f in files):
+    if len(urls) != 1 or not urls[0].startswith("s3://") or not all(f.pin("key") for f in files):
         raise fail(f"model {name!r}: an s3 model has one s3:// url and a key for every file")
     return {"urls": urls}
 
@@ -82,6 +84,6 @@ def revision(model) -> str:
     """One object: the version it was locked at (or, where the bucket keeps none, its ETag), as a commit pins
     a repo; several: the lock pins each."""
     only = model.files[0] if len(model.files) == 1 else None
-    if only is not None and only.version_id:
-        return f"version:{only.version_id}"
-    return f"etag:{only.etag}" if only is not None and only.etag else "s3"
+    if only is not None and only.pin("version_id"):
+        return f"version:{only.pin('version_id')}"
+    return f"etag:{only.pin('etag')}" if only is not None and only.pin("etag") else "s3"

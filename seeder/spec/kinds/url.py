@@ -15,6 +15,7 @@ from .common import check_filename, lock_urls, sha256, string, string_list
 KIND = "url"
 LABEL = "'url'"
 KEYS = {"url", "sha256", "size", "filename", "mirrors"}
+FILE_PINS: dict = {}
 
 
 @dataclass(frozen=True)
