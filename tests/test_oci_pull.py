@@ -5,6 +5,7 @@ verifies them, a moved tag changes nothing until ``seeder refresh``, references 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -280,3 +281,56 @@ def test_blobs_go_through_a_forward_proxy_with_their_ranges(token_registry, tmp_
     assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == FILES["model.safetensors"]
     blobs = [(path, rng) for _, path, rng in server.seen if "/blobs/" in path]
     assert sum(1 for _, rng in blobs if rng) >= 3, server.seen
+
+
+def test_a_manifest_of_an_unknown_kind_is_named_not_guessed(registry, tmp_path):
+    from tests.registry import Artifact
+
+    # What a registry may hold under a tag that is no image manifest: here, a Docker manifest list.
+    listing = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+                          "manifests": []}).encode()
+    push(registry, "team/list:v1", Artifact(listing, b"{}", {}),
+         content_type="application/vnd.docker.distribution.manifest.list.v2+json")
+    oci_manifest(tmp_path, f"{registry.host}/team/list:v1")
+    run = seed(tmp_path)
+    assert run.code == 3 and "image index" in run.err.splitlines()[-1], run
+    # distribution stores no manifest of a media type it does not know; other registries do (an artifact
+    # manifest, a future type): one that answers with such a manifest, and one with no layers.
+    answers = {"/v2/team/weird/manifests/v1": ("application/vnd.example.thing.v1+json",
+                                               {"schemaVersion": 2, "mediaType": "application/vnd.example.thing.v1+json"}),
+               "/v2/team/empty/manifests/v1": ("application/vnd.oci.image.manifest.v1+json",
+                                               {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                                "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                                                           "digest": "sha256:" + "4" * 64, "size": 2}, "layers": []})}
+    with static_registry(answers) as host:
+        for name, expected in (("weird", "application/vnd.example.thing.v1+json"), ("empty", "has no layers")):
+            oci_manifest(tmp_path, f"{host}/team/{name}:v1")
+            run = seed(tmp_path)
+            assert run.code == 3 and expected in run.err.splitlines()[-1], run
+
+
+@contextlib.contextmanager
+def static_registry(answers: dict[str, tuple[str, dict]]):
+    """A registry that answers manifest GETs from ``answers`` (path -> (media type, JSON)) and 404 otherwise."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            media_type, body = answers.get(self.path, ("application/json", {"errors": [{"code": "NAME_UNKNOWN"}]}))
+            data = json.dumps(body).encode()
+            self.send_response(200 if self.path in answers else 404)
+            self.send_header("Content-Type", media_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
