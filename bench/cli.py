@@ -21,12 +21,13 @@ from bench.report import chart, machine, report, targets
 from bench.scenarios.cold import cold_and_peers
 from bench.scenarios.docker import docker
 from bench.scenarios.hfcache import hf_cache
+from bench.scenarios.oci import oci
 from bench.scenarios.memory import memory
 from bench.scenarios.s3 import shared_s3
 from bench.scenarios.small import small_files
 from bench.scenarios.warm import warm_and_verify
 
-SCENARIOS = ("s3", "hf-cache")  # --only names that select a part of the benchmark rather than a peer
+SCENARIOS = ("s3", "hf-cache", "oci")  # --only names that select a part of the benchmark rather than a peer
 
 
 def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
@@ -47,9 +48,11 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("--no-s3", dest="s3", action="store_false", help="skip the shared S3 cache (SeaweedFS) runs")
     p.add_argument("--no-hf-cache", dest="hf_cache", action="store_false",
                    help="skip filling an HF cache (seeder's hf-cache layout vs snapshot_download)")
+    p.add_argument("--no-oci", dest="oci", action="store_false",
+                   help="skip the OCI registry part (pull and push 1 GiB: seeder vs oras-py and skopeo)")
     p.add_argument("--only", type=lambda s: [x for x in s.split(",") if x], default=None,
                    help="comma-separated peers to run besides seeder (wget,curl,aria2c,huggingface_hub) and "
-                        "parts (s3: the shared S3 cache; hf-cache: filling an HF cache); naming parts only runs "
+                        "parts (s3: the shared S3 cache; hf-cache: filling an HF cache; oci: a registry); naming parts only runs "
                         "only them, and writes only their sections into --out; a part runs with --only only "
                         "when named")
     p.add_argument("--no-install", dest="install", action="store_false", help="never apt-get/pip install")
@@ -60,6 +63,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     args = p.parse_args(argv)
     args.s3 = args.s3 and (not args.only or "s3" in args.only)
     args.hf_cache = args.hf_cache and (not args.only or "hf-cache" in args.only)
+    args.oci = args.oci and (not args.only or "oci" in args.only)
     args.core = not args.only or any(name not in SCENARIOS for name in args.only)  # cold, warm, verify and the rest
     if not args.core:
         args.small = args.rss = args.docker = False
@@ -104,7 +108,8 @@ def _enough_space(base: Path, args) -> bool:
     set_bytes = (EMBEDDING_FILES["model.safetensors"] + LLM_SIZE) * args.scale
     need = int(set_bytes * 4 + (1280 * MiB * 2 if args.rss else 0)
                + (5 << 30 if args.s3 else 0)  # the 1 GiB blob, its copy in the bucket, two readers; the node runs
-               + (set_bytes * 2 if args.hf_cache else 0))  # seeder's HF_HOME and the peer's, side by side
+               + (set_bytes * 2 if args.hf_cache else 0)
+               + (6 << 30 if args.oci else 0))  # the blob, a seeded copy, the registry's, three pulls  # seeder's HF_HOME and the peer's, side by side
     free = shutil.disk_usage(base).free
     if free < need:
         say(f"not enough space in {base}: need about {need / 1e9:.1f} GB, {free / 1e9:.1f} GB free")
@@ -134,6 +139,8 @@ def _measure(args, work: Path, data: Data, have: dict[str, bool], link: float) -
             memory(run)
         if args.hf_cache:
             hf_cache(run)
+        if args.oci:
+            oci(run)
         if args.docker:
             docker(run)
         if args.s3:

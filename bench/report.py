@@ -45,6 +45,16 @@ SECTIONS = [
      "huggingface_hub reads the result offline (`HF_HUB_OFFLINE=1`): `scan_cache_dir()` lists no warning and "
      "one revision per repo, the one refs/main names, and `snapshot_download(local_files_only=True)` hands back "
      "exactly the included files with the source's bytes. Ratio: the tool's time over seeder's."),
+    ("oci-pull", "OCI registry: pull 1 GiB",
+     "One ModelPack artifact of one 1 GiB file (pushed by seeder) from a local registry (Debian's "
+     "docker-registry, distribution 2.8, plain http on 127.0.0.1, no auth) into a fresh directory: by seeder "
+     "(`oci = \"…\"`, lock present), by oras-py's `OrasClient.pull` and by `skopeo copy docker://… dir:`, each "
+     "in a process of its own, runs interleaved. No server cap: the registry serves as fast as it can, so this "
+     "is the client's cost on this machine. Ratio: the tool's time over seeder's."),
+    ("oci-push", "OCI registry: push 1 GiB",
+     "The same model from a seeded target into an emptied registry before every run (untimed): by "
+     "`seeder push` and by oras-py's `OrasClient.push`, runs interleaved; then `seeder push` of the unchanged set "
+     "to the registry that holds it (one run). Ratio: the tool's time over seeder's."),
 ]
 S3_HEADING = "Shared S3 cache"
 
@@ -160,7 +170,7 @@ def targets(bench: Bench, link_mbps: float, disk_mbps: float) -> list[Target]:
         out.append(("first `docker compose up --build` downloads each byte once",
                     f"{up.fetched:,} bytes served for a {up.bytes:,}-byte set = {up.fetched / up.bytes:.3f}×",
                     "≤ 1.02×", up.fetched <= 1.02 * up.bytes))
-    return out + _s3_targets(get)
+    return out + _s3_targets(get) + _oci_targets(get)
 
 
 def _s3_targets(get) -> list[Target]:
@@ -172,6 +182,27 @@ def _s3_targets(get) -> list[Target]:
              f"seeder {seeder.median:.2f} s vs boto3 {boto.median:.2f} s ({boto.median / seeder.median:.2f}×)"
              + ("" if clean else "; the origin was contacted"), "seeder time ≤ boto3 time, 0 origin bytes",
              clean and seeder.median <= boto.median)]
+
+
+def _oci_targets(get) -> list[Target]:
+    out = []
+    pull = get("oci-pull", "seeder (oci = …)")
+    peers = [r for r in (get("oci-pull", "oras-py pull"), get("oci-pull", "skopeo copy … dir:")) if r]
+    if pull and peers:
+        best = min(peers, key=lambda r: r.median)
+        out.append(("OCI pull of 1 GiB: seeder ≤ the fastest of oras-py and skopeo",
+                    f"seeder {pull.median:.2f} s vs {best.name} {best.median:.2f} s ({best.median / pull.median:.2f}×)",
+                    "seeder time ≤ fastest peer's", pull.median <= best.median))
+    push, oras = get("oci-push", "seeder push"), get("oci-push", "oras-py push")
+    if push and oras:
+        out.append(("OCI push of 1 GiB: seeder ≤ oras-py", f"seeder {push.median:.2f} s vs oras-py "
+                    f"{oras.median:.2f} s ({oras.median / push.median:.2f}×)", "seeder time ≤ oras-py time",
+                    push.median <= oras.median))
+    again = get("oci-push", "seeder push, unchanged set again")
+    if again:
+        out.append(("OCI re-push of an unchanged set uploads nothing", again.note, "uploaded 0 bytes",
+                    again.note.startswith("uploaded 0 bytes")))
+    return out
 
 
 def _cold_targets(get, link_mbps: float, disk_mbps: float) -> list[Target]:
@@ -311,7 +342,8 @@ def _tables(bench: Bench, seeder_cold: Row | None) -> list[str]:
         rows = [r for r in bench.rows if r.group == group]
         if not rows:
             continue
-        base = seeder_cold if group == "cold" else rows[0] if group in ("verify", "hf-cache") else None
+        base = seeder_cold if group == "cold" else rows[0] if group in ("verify", "hf-cache", "oci-pull",
+                                                                          "oci-push") else None
         lines += ["", f"### {title}", "", text, ""]
         lines += table(rows, base, "× seeder")
         if group == "docker":
