@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-from ..errors import RemoteError, TransientError
+from ..errors import IntegrityError, RemoteError, TransientError
 from ..fetch.retry import is_transient, retrying, transient
 from ..fetch.transport import Client, Response
 from ..settings import Network, Parts, is_local
@@ -96,6 +96,10 @@ class Registry:
         """Ask for a blob of another repository of this registry: True when it is now in ``repository``."""
         query = urlencode({"mount": digest, "from": source})
         with self._call("POST", f"{self.base}{repository}/blobs/uploads/?{query}", model, digest) as resp:
+            if resp.status_code in (401, 403):
+                # A token is asked for one repository's scope, and a mount needs pull on the other too: the
+                # upload that is left is allowed all the same.
+                return False
             self._check(resp, repository, f"{model}: mount {digest}")
             return resp.status_code == 201
 
@@ -106,11 +110,11 @@ class Registry:
         ``opener(offset)`` opens the blob's bytes at an offset; ``sent`` is told each chunk's size."""
         where = f"{model}: blob {digest}"
         location, offset = None, 0
-        for attempt in retrying(self.net, "upload", model, digest):
+        for attempt in self._attempts("upload", model, digest):
             with attempt:
                 if location is None:
                     location, offset = self._start(repository, where, model), 0
-                elif offset:
+                else:  # a chunked upload broke off, perhaps mid-chunk: the registry knows what it kept
                     location, offset = self._resume_point(location, repository, where, model)
                 if size <= chunk:
                     start, location = location, None  # a failed PUT ends its upload session
@@ -125,9 +129,14 @@ class Registry:
     def put_manifest(self, repository: str, tag: str, manifest: bytes, media_type: str, model: str) -> str:
         url = f"{self.base}{repository}/manifests/{quote(tag)}"
         with self._call("PUT", url, model, tag, headers={"Content-Type": media_type}, body=manifest) as resp:
-            if resp.status_code == 413:
-                raise RemoteError(f"{model}: {self.host} refused the manifest ({len(manifest)} bytes): "
-                                  "too large for this registry (HTTP 413); fewer files per model would fit")
+            if resp.status_code not in (401, 403) and resp.status_code >= 400:
+                # A registry's limits show here (size, layer count): say what was asked of it.
+                layers = len(json.loads(manifest).get("layers") or ())
+                what = f"{model}: {self.host} refused the manifest ({layers} layers, {len(manifest)} bytes)"
+                if resp.status_code == 413:
+                    raise RemoteError(f"{what}: too large for this registry (HTTP 413); fewer files per model "
+                                      "would fit")
+                raise RemoteError(f"{what}: HTTP {resp.status_code}{_errors(resp)}")
             self._check(resp, repository, f"{model}: manifest {tag}")
         return "sha256:" + hashlib.sha256(manifest).hexdigest()
 
@@ -142,8 +151,12 @@ class Registry:
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
         with self.client.request("PUT", url, headers=headers, body=body) as resp:
             self._raise_transient(resp)
-            if resp.status_code == 400 and b"DIGEST_INVALID" in _read(resp, 1 << 16, where):
-                raise RemoteError(f"{where}: the registry computed another digest; the file changed while pushing")
+            if resp.status_code == 400:
+                detail = _errors(resp)
+                if "DIGEST_INVALID" in detail:
+                    raise IntegrityError(f"{where}: the bytes sent are not {digest} by the registry's count; "
+                                         "the file changed on disk or on its way")
+                raise RemoteError(f"{where}: HTTP 400 from {self.host}{detail}")
             self._check(resp, repository, where)
 
     def _patch(self, location: str, offset: int, n: int, body, repository: str, where: str) -> str:
@@ -151,6 +164,10 @@ class Registry:
                    "Content-Length": str(n)}
         with self.client.request("PATCH", location, headers=headers, body=body) as resp:
             self._raise_transient(resp)
+            if resp.status_code == 404:
+                # The session ended under us: distribution ends one whose last chunk arrived cut short (and our
+                # transport sends a request cut on a kept-alive connection once more). Start over.
+                raise TransientError(f"{where}: the registry dropped the upload session")
             self._check(resp, repository, where)
             return self._location(resp, location, where)
 
@@ -161,8 +178,11 @@ class Registry:
             if resp.status_code == 404:  # the upload session is gone: start it again
                 return self._start(repository, where, model), 0
             self._check(resp, repository, where)
-            end = resp.headers.get("Range", "").rpartition("-")[2]
-            return self._location(resp, location, where), int(end) + 1 if end.isdigit() else 0
+            kept = re.fullmatch(r"0-(\d+)", resp.headers.get("Range", "").strip())
+            # distribution says 0-0 of an empty upload as well as of one byte; a session only ever holds whole
+            # chunks (a chunk cut short ends it: 404 above), so 0-0 is nothing.
+            end = int(kept[1]) if kept else 0
+            return self._location(resp, location, where), end + 1 if end else 0
 
     def _location(self, resp: Response, url: str, where: str) -> str:
         location = resp.headers.get("Location")
@@ -174,27 +194,27 @@ class Registry:
 
     def _call(self, method: str, url: str, model: str, what: str, **kwargs) -> Response:
         """One request under the retry policy: transient answers are retried, the rest returned."""
-        with self.gave_up(model):
-            for attempt in retrying(self.net, "registry", model, what):
-                with attempt:
-                    resp = self.client.request(method, url, **kwargs)
-                    try:
-                        self._raise_transient(resp)
-                    except TransientError:
-                        resp.close()
-                        raise
-                    return resp
+        for attempt in self._attempts("registry", model, what):
+            with attempt:
+                resp = self.client.request(method, url, **kwargs)
+                try:
+                    self._raise_transient(resp)
+                except TransientError:
+                    resp.close()
+                    raise
+                return resp
         raise AssertionError("unreachable")
 
-    @contextmanager
-    def gave_up(self, model: str):
-        """A failure that outlasted the retries, as the one line that ends the run."""
+    def _attempts(self, what: str, model: str, detail: str):
+        """The retry policy's attempts, the last failure a :class:`RemoteError` (a transient one only means
+        "try again", which is over by then)."""
         try:
-            yield
+            yield from retrying(self.net, what, model, detail)
         except TransientError as e:
             hint = (" (a plain-http registry? list it in SEEDER_INSECURE_REGISTRIES)"
                     if "WRONG_VERSION_NUMBER" in str(e) else "")
-            raise RemoteError(f"{model}: {self.host}: {e}{hint} (gave up after {self.net.attempts} attempts)") from None
+            raise RemoteError(f"{model}: {self.host}: {detail}: {e}{hint} (gave up after {self.net.attempts} "
+                              "attempts)") from None
 
     def _raise_transient(self, resp: Response) -> None:
         if is_transient(resp.status_code):
