@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  seeder import       install a bundle, verified before anything becomes visible\n"
         "  seeder export-image save Docker images into one archive with a sha256 sidecar\n"
         "  seeder cache        du | prune the caches; push a target's files to an s3:// cache\n"
+        "  seeder push         publish each model to an OCI registry (CNCF ModelPack artifacts)\n"
         "  seeder add          add a model to models.toml and pin it in models.lock\n"
         "  seeder remove       drop a model from models.toml and models.lock\n"
         "  seeder schema       print the JSON Schema of models.toml (for editors)\n\n"
@@ -212,6 +213,17 @@ def _add_editing_commands(sub, common: argparse.ArgumentParser) -> None:
                        description="Remove a model's [[models]] table and its lock entry. The target keeps its "
                        "files until `seeder --prune` (from the lock alone) or `seeder refresh` removes them.")
     p.add_argument("name", metavar="NAME")
+    p = sub.add_parser("push", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="publish each model to an OCI registry as a CNCF ModelPack artifact",
+                       description="Push each model of a completely seeded target to REGISTRY/NAMESPACE/<name>:TAG, "
+                       "one raw layer per file; blobs the registry has are not sent again. Prints '<name> "
+                       "<reference>@<digest>' per model. Credentials as docker login / REGISTRY_AUTH_FILE leave them. "
+                       "Exit 1: the target is not completely seeded, or a file no longer matches; 3: the registry "
+                       "refused (access, or a limit: manifest size, layers).")
+    p.add_argument("destination", metavar="REGISTRY/NAMESPACE")
+    p.add_argument("--tag", default="latest", help="the tag of every model pushed (default: latest)")
+    p.add_argument("--write-manifest", metavar="FILE", help="write a models.toml whose models are the pushed "
+                   "digests, and its lock beside it: seeder --locked seeds from the registry alone")
     sub.add_parser("schema", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
                    help="print the JSON Schema of models.toml",
                    description="Print the JSON Schema (draft-07) models.toml follows, for TOML language servers: "
@@ -221,7 +233,7 @@ def _add_editing_commands(sub, common: argparse.ArgumentParser) -> None:
 
 _TAKES_VALUE = {n for s in settings.SETTINGS if s.flag and not s.is_switch for n in (s.short, s.flag) if n} | {
     "-o", "--output", "--keep", "--keep-days", "--name", "--revision", "--include", "--exclude",
-    "--sha256"}  # the commands' own options that take a value
+    "--sha256", "--tag", "--write-manifest"}  # the commands' own options that take a value
 
 
 def _normalise(argv: list[str]) -> list[str]:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 COMMANDS = {"seed": "seed", "verify": "verify", "lock": "lock", "refresh": "refresh", "status": "status",
             "export": "bundle", "import": "bundle", "export-image": "images", "cache": "cache",
-            "add": "add", "remove": "remove", "schema": "schema"}
+            "add": "add", "remove": "remove", "schema": "schema", "push": "push"}
 """Command name -> the module in this package that runs it."""
 
 

@@ -23,6 +23,7 @@ DOCKER_SECRET = Path("/run/secrets/hf_token")
 DEFAULT_CONNECTIONS = 8
 DEFAULT_PART_SIZE = 16 << 20
 DEFAULT_MULTIPART_MIN = 16 << 20
+DEFAULT_PUSH_CHUNK = 64 << 20
 MAX_CONNECTIONS = 64
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -74,6 +75,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("part_size", ("SEEDER_PART_SIZE",), DEFAULT_PART_SIZE, part_size, "bytes per Range request (64K or more)"),
     S("multipart_min", ("SEEDER_MULTIPART_MIN",), DEFAULT_MULTIPART_MIN, size,
       "files at least this large are fetched in parts"),
+    S("push_chunk", ("SEEDER_PUSH_CHUNK",), DEFAULT_PUSH_CHUNK, part_size,
+      "seeder push: a larger file goes up in chunks of this size, resumed after a drop (64K or more)"),
     S("connect_timeout", ("SEEDER_CONNECT_TIMEOUT",), 10.0, number(0, above=True), "seconds to connect"),
     S("read_timeout", ("SEEDER_READ_TIMEOUT",), 30.0, number(0, above=True),
       "seconds without a byte before a read counts as stalled"),
@@ -204,6 +207,7 @@ class Settings:
     connections: int
     part_size: int
     multipart_min: int
+    push_chunk: int
     connect_timeout: float
     read_timeout: float
     retries: int
