@@ -109,7 +109,7 @@ class Registry:
         dropped connection the upload goes on from the offset the registry reports, not from zero.
         ``opener(offset)`` opens the blob's bytes at an offset; ``sent`` is told each chunk's size."""
         where = f"{model}: blob {digest}"
-        location, offset = None, 0
+        location, offset, afresh = None, 0, False
         for attempt in self._attempts("upload", model, digest):
             with attempt:
                 if location is None:
@@ -124,7 +124,16 @@ class Registry:
                     location = self._patch(location, offset, n, _window(opener, offset, n), repository, where)
                     offset += n
                     sent(n)
-                return self._put(location, digest, b"", 0, repository, where)
+                try:
+                    return self._put(location, digest, b"", 0, repository, where)
+                except IntegrityError:
+                    if afresh:
+                        raise
+                    # A chunk cut short may have left part of itself in the session behind our back (the transport
+                    # sends a request cut on a kept-alive connection once more): once from nothing, before the
+                    # bytes are blamed.
+                    location, afresh = None, True
+                    raise TransientError(f"{where}: the registry's digest of the chunks differs; sending it afresh")
 
     def put_manifest(self, repository: str, tag: str, manifest: bytes, media_type: str, model: str) -> str:
         url = f"{self.base}{repository}/manifests/{quote(tag)}"
