@@ -290,6 +290,9 @@ def test_writer_credentials_push_and_reader_credentials_are_refused_in_one_line(
     out = tmp_path / "pulled"
     got = oras_client(reg).pull(target=pushed(run)["embed"], outdir=str(out), config_path=str(config))
     assert sorted(Path(p).name for p in got) == [".gitattributes", "config.json", "model.safetensors"]
+    # With tokens too, what embed shares with tiny is mounted (its token reads team/tiny as well), not sent.
+    mounts = [r for r in reg.requests() if "mount=" in r.path and r.status != 401]
+    assert len(mounts) == 2 and all(r.status == 201 for r in mounts), mounts
 
 
 def test_a_target_not_completely_seeded_is_refused_before_any_request(registry, hub, tmp_path):

@@ -22,7 +22,7 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .. import log
 from ..errors import RemoteError, TransientError, UsageError
@@ -156,10 +156,14 @@ class RegistryAuth:
         return urlsplit(url).netloc.lower() == self.host
 
     def scope(self, url: str) -> str | None:
-        m = _REPOSITORY.search(urlsplit(url).path)
+        """The token scope a request needs; a cross-repository mount also reads the repository it mounts from."""
+        split = urlsplit(url)
+        m = _REPOSITORY.search(split.path)
         if not m:
             return None
-        return f"repository:{m[1]}:{'pull,push' if self.push else 'pull'}"
+        scope = f"repository:{m[1]}:{'pull,push' if self.push else 'pull'}"
+        source = parse_qs(split.query).get("from")
+        return f"{scope} repository:{source[0]}:pull" if source else scope
 
     def headers(self, url: str) -> dict[str, str]:
         if not self._mine(url):
@@ -187,9 +191,9 @@ class RegistryAuth:
     def _token(self, params: dict[str, str], scope: str) -> str:
         import requests
 
-        query = {"service": params["service"]} if params.get("service") else {}
+        query: dict[str, str | list[str]] = {"service": params["service"]} if params.get("service") else {}
         if scope:
-            query["scope"] = scope
+            query["scope"] = scope.split(" ")  # one parameter per repository, as the token spec has it
         creds = self.credentials
         self.sent_credentials = creds is not None
         realm = params["realm"]
@@ -200,7 +204,7 @@ class RegistryAuth:
         except requests.RequestException as e:
             raise TransientError(f"token server {urlsplit(realm).netloc}: {type(e).__name__}") from None
         if resp.status_code in (401, 403):
-            raise RemoteError(self.refused(scope.split(":")[1] if scope.count(":") == 2 else scope))
+            raise RemoteError(self.refused(scope.split(":")[1] if scope.startswith("repository:") else scope))
         if resp.status_code >= 500 or resp.status_code == 429:
             raise TransientError(f"token server {urlsplit(realm).netloc}: HTTP {resp.status_code}")
         try:

@@ -222,8 +222,7 @@ class Registry:
         except TransientError as e:
             hint = (" (a plain-http registry? list it in SEEDER_INSECURE_REGISTRIES)"
                     if "WRONG_VERSION_NUMBER" in str(e) else "")
-            raise RemoteError(f"{model}: {self.host}: {detail}: {e}{hint} (gave up after {self.net.attempts} "
-                              "attempts)") from None
+            raise RemoteError(f"{model}: {detail}: {e}{hint} (gave up after {self.net.attempts} attempts)") from None
 
     def _raise_transient(self, resp: Response) -> None:
         if is_transient(resp.status_code):
