@@ -113,7 +113,8 @@ def _push(bench: Bench, reg, source, work) -> None:
                          "in chunks (SEEDER_PUSH_CHUNK); the registry checks each digest"), bench.args.runs,
                      lambda i: timed(seeder_cmd, env=bench.env, log=bench.logs / f"oci-push-seeder-{i + 1}.log"),
                      _empty(reg))
-        bench.repeat(Row("oci-push", ORAS_PUSH, bytes=SIZE, files=1, note=f"oras {version}: one PUT per blob"),
+        bench.repeat(Row("oci-push", ORAS_PUSH, bytes=SIZE, files=1, note=f"oras {version}: one PUT per blob, "
+                         "the blob read into memory first"),
                      bench.args.runs,
                      lambda i: timed(oras_cmd, env=bench.env, cwd=target / "big",
                                      log=bench.logs / f"oci-push-oras-{i + 1}.log"),
@@ -125,7 +126,7 @@ def _push(bench: Bench, reg, source, work) -> None:
     log = bench.logs / "oci-repush.log"
     again = timed(seeder_cmd, env=bench.env, log=log)
     uploaded = _event(log, "push").get("uploaded")
-    row = Row("oci-push", "seeder push, unchanged set again", bytes=SIZE, files=1,
+    row = Row("oci-push", "seeder push, unchanged set again", files=1,
               note=f"uploaded {uploaded} bytes" if uploaded is not None else "no summary event")
     row.samples.append(again)
     if first.code or again.code:
