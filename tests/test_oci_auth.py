@@ -130,3 +130,25 @@ def test_no_secret_reaches_the_lock_state_or_logs(any_registry, tmp_path):
         if reg.auth == "token":
             issued = [r for r in reg.tokens.requests if r.status == 200]
             assert issued and "Bearer" not in run.err
+
+
+def test_an_image_pull_secret_mounted_as_kubelet_lays_it_out(basic_registry, tmp_path):
+    """deploy/kubernetes/components/registry-credentials: the Secret's .dockerconfigjson as config.json in a
+    directory of its own, REGISTRY_AUTH_FILE naming it; kubelet makes the file a symlink into ..data."""
+    reg = basic_registry
+    argv = setup(reg, tmp_path)
+    mount = tmp_path / "var-run-secrets-registry"
+    stamped = mount / "..2026_12_07_05_00_00.000000001"
+    stamped.mkdir(parents=True)
+    user, password = reg.credentials
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    (stamped / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": auth}}}))
+    (mount / "..data").symlink_to(stamped.name)
+    (mount / "config.json").symlink_to("..data/config.json")
+    run = run_seeder(*argv, REGISTRY_AUTH_FILE=str(mount / "config.json"))
+    assert run.code == 0, run
+    # Optional in the pod spec: without the Secret the file is absent, which is no credentials, not an error.
+    (tmp_path / "models").rename(tmp_path / "first")
+    absent = run_seeder(*argv, REGISTRY_AUTH_FILE=str(tmp_path / "no-secret" / "config.json"),
+                        HOME=str(tmp_path / "nohome"))
+    assert absent.code == 3 and "log in" in absent.err.splitlines()[-1], absent
