@@ -7,6 +7,7 @@ download runs, and blob redirects to another host (as registries on S3 or a CDN 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -122,6 +123,13 @@ class _Cdn(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.seen.append(dict(self.headers))
+        if self.server.challenge:  # a server elsewhere that asks for credentials: it must get none
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="http://127.0.0.1:{self.server.server_address[1]}'
+                                                 f'/token",service="elsewhere"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         data = self.server.blobs[self.path.split("?")[0].rsplit("/", 1)[-1]]
         start, end = 0, len(data) - 1
         if rng := self.headers.get("Range"):
@@ -155,13 +163,18 @@ class _Redirector(BaseHTTPRequestHandler):
         self.server.forward(self)
 
 
+@pytest.mark.parametrize("transport", ["http.client", "requests"])
+@pytest.mark.parametrize("challenge", [False, True])
 @pytest.mark.parametrize("token_registry", [{"anonymous": set()}], indirect=True)
-def test_a_blob_redirect_is_followed_without_the_registry_authorization(token_registry, tmp_path):
+def test_a_blob_redirect_is_followed_without_the_registry_authorization(token_registry, tmp_path, challenge,
+                                                                        transport):
+    """Both transports (a proxy variable selects requests); a server elsewhere that answers 401 with a
+    challenge of its own gets no credentials either, not even at the realm it names."""
     reg = token_registry
     artifact = modelpack(FILES)
     push(reg, "team/m:v1", artifact, reg.credentials)
     cdn = ThreadingHTTPServer(("127.0.0.1", 0), _Cdn)
-    cdn.seen, cdn.blobs = [], {d: b for d, b in artifact.blobs.items()}
+    cdn.seen, cdn.blobs, cdn.challenge = [], {d: b for d, b in artifact.blobs.items()}, challenge
     with FaultProxy(reg.url) as proxy:
         front = ThreadingHTTPServer(("127.0.0.1", 0), _Redirector)
         front.cdn_port = cdn.server_address[1]
@@ -173,14 +186,19 @@ def test_a_blob_redirect_is_followed_without_the_registry_authorization(token_re
         auths = json.loads(config.read_text())["auths"]
         config.write_text(json.dumps({"auths": {host: auths[reg.host]}}))
         manifest(tmp_path, host)
-        run = run_seeder(*args(tmp_path), **PARTS, DOCKER_CONFIG=str(config.parent))
+        # A proxy variable for a host nothing asks for: requests does the transport, and NO_PROXY keeps it direct.
+        proxied = {"HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost"} if transport == "requests" else {}
+        run = run_seeder(*args(tmp_path), **PARTS, DOCKER_CONFIG=str(config.parent), **proxied)
         front.shutdown()
         cdn.shutdown()
+    assert not [h for h in cdn.seen if "Authorization" in h or "authorization" in h]
+    assert "secret" not in run.err
+    if challenge:
+        assert run.code == 3 and "HTTP 401" in run.err.splitlines()[-1], run
+        return
     assert run.code == 0, run
     assert (tmp_path / "models" / "m" / "model.safetensors").read_bytes() == BIG
     assert len(cdn.seen) >= 16  # the parts came from the CDN
-    assert not [h for h in cdn.seen if "Authorization" in h]
-    assert "secret" not in run.err
 
 
 def _forward(handler: BaseHTTPRequestHandler, upstream: str) -> None:
@@ -201,3 +219,65 @@ def _forward(handler: BaseHTTPRequestHandler, upstream: str) -> None:
     handler.end_headers()
     handler.wfile.write(data)
     conn.close()
+
+
+def _tar_artifact(members: dict[str, bytes]):
+    import io
+    import tarfile
+
+    from tests.registry import Artifact
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for path, data in members.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    layer = out.getvalue()
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.cncf.model.config.v1+json",
+                           "digest": sha256_digest(b"{}"), "size": 2},
+                "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.tar", "digest": sha256_digest(layer),
+                            "size": len(layer)}]}
+    return Artifact(json.dumps(manifest).encode(), b"{}", {"layer": layer}), layer
+
+
+def test_a_bad_tar_layer_is_fetched_once_for_all_its_files_and_installs_none(registry, tmp_path):
+    members = {f"shard-{i}.bin": blob(300_000, seed=30 + i) for i in range(5)}
+    artifact, layer = _tar_artifact(members)
+    push(registry, "team/m:v1", artifact)
+    manifest(tmp_path, registry.host)
+    assert run_seeder("lock", *args(tmp_path)).code == 0
+    stored = registry.blob_path(sha256_digest(layer))
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 1
+    stored.write_bytes(bytes(data))
+    before = len(registry.requests())
+    run = run_seeder(*args(tmp_path))
+    assert run.code == 1, run
+    assert not (tmp_path / "models" / "m").exists()
+    gets = [r for r in registry.requests()[before:] if r.method == "GET" and sha256_digest(layer) in r.path]
+    assert len(gets) <= 2, gets  # one download and the one retry after a mismatch: not one per file
+    leftovers = [p for p in (tmp_path / "models" / ".seeder" / "tmp").iterdir() if p.is_dir()]
+    assert not leftovers, leftovers
+
+
+def test_cache_prune_removes_layers_unpacked_by_a_killed_run(registry, tmp_path):
+    members = {"a.bin": blob(100_000, seed=40), "b.bin": blob(100_000, seed=41)}
+    artifact, layer = _tar_artifact(members)
+    push(registry, "team/m:v1", artifact)
+    manifest(tmp_path, registry.host)
+    cache = tmp_path / "cache"
+    assert run_seeder(*args(tmp_path), "--cache", str(cache)).code == 0
+    # What a run killed while it unpacked leaves (the pid of a process that is gone), and a live one's.
+    dead = cache / "tmp" / f"sha256-{sha256_digest(layer)[7:]}.999999999.unpacked"
+    (dead / "sub").mkdir(parents=True)
+    (dead / "sub" / "a.bin").write_bytes(members["a.bin"])
+    live = cache / "tmp" / f"sha256-{sha256_digest(layer)[7:]}.{os.getpid()}.unpacked"
+    live.mkdir()
+    du = run_seeder("cache", "du", "--cache", str(cache))
+    assert du.code == 0, du
+    run = run_seeder("cache", "prune", "--cache", str(cache), *args(tmp_path)[:2])
+    assert run.code == 0, run
+    assert not dead.exists() and live.exists()

@@ -14,7 +14,7 @@ import pytest
 
 from seeder.errors import RemoteError, UsageError
 from seeder.fetch.proxied import RequestsSession
-from seeder.fetch.transport import MAX_REDIRECTS, Session
+from seeder.fetch.transport import MAX_REDIRECTS, Session, safe
 from seeder.settings import Network
 
 TOKEN = "hf_scope_test_token"
@@ -159,13 +159,19 @@ def test_only_a_303_turns_another_method_into_get(code, after, origins):
     assert [m for m, _, _ in hub.seen] == ["POST", after]
 
 
-def test_a_redirect_to_plain_http_elsewhere_is_refused_before_any_request(origins):
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+def test_a_redirect_to_plain_http_elsewhere_is_refused_before_any_request(transport, origins):
     hub, _ = origins
     with pytest.raises(RemoteError, match="redirected to http://example.invalid/x"):
-        _fetch("http.client", Network(endpoint=hub.url, token=TOKEN), hub.go("http://example.invalid/x"))
+        _fetch(transport, Network(endpoint=hub.url, token=TOKEN), hub.go("http://example.invalid/x"))
     with pytest.raises(UsageError, match="refusing plain http"):  # asked directly: the caller's mistake
-        _fetch("http.client", Network(endpoint=hub.url), "http://example.invalid/x")
+        _fetch(transport, Network(endpoint=hub.url), "http://example.invalid/x")
     assert len(hub.seen) == 1
+
+
+def test_a_url_said_in_a_message_carries_no_password_query_or_fragment():
+    assert safe("https://alice:s3cret@host.example:8443/a/b?X-Sig=abc#frag") == "https://host.example:8443/a/b"
+    assert safe("http://[::1]:5000/v2/") == "http://[::1]:5000/v2/"
 
 
 def test_the_hub_origin_is_scheme_host_and_port():

@@ -43,15 +43,10 @@ class Response:
 
 
 def safe(url: str) -> str:
-    """``url`` without query and fragment (signed CDN URLs carry credentials there)."""
+    """``url`` without user info, query and fragment (signed CDN URLs carry credentials there, and a URL
+    may carry a password)."""
     split = urlsplit(url)
-    return f"{split.scheme}://{split.netloc}{split.path}"
-
-
-def safe(url: str) -> str:
-    """``url`` without query and fragment (signed CDN URLs carry credentials there)."""
-    split = urlsplit(url)
-    return f"{split.scheme}://{split.netloc}{split.path}"
+    return f"{split.scheme}://{split.netloc.rpartition('@')[2]}{split.path}"
 
 
 Body = bytes | Callable[[], BinaryIO] | None
@@ -75,9 +70,6 @@ def renewed(net: Network, resp, url: str, tried: bool) -> bool:
     """Whether a 401 is worth one more try with the credentials the server's challenge asked for."""
     return (resp.status_code == 401 and net.auth is not None and not tried
             and net.auth.challenged(url, resp.headers.get("WWW-Authenticate")))
-
-
-# -- http.client ---------------------------------------------------------------------------------------
 
 
 def check_redirect(net: Network, url: str) -> None:

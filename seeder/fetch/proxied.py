@@ -37,9 +37,9 @@ class RequestsSession:
         import requests
 
         class Checked(requests.Session):
-            def rebuildauth_headers(self, prepared_request, response):  # called before each redirect is followed
+            def rebuild_auth(self, prepared_request, response):  # called before each redirect is followed
                 check_redirect(net, prepared_request.url)
-                super().rebuildauth_headers(prepared_request, response)
+                super().rebuild_auth(prepared_request, response)
 
         self.net = net
         self._session = Checked()
@@ -49,7 +49,8 @@ class RequestsSession:
     def request(self, method: str, url: str, headers: Mapping[str, str], allow_redirects: bool = True,
                 body: Body = None) -> Response:
         answer = self._request(method, url, headers, allow_redirects, body)
-        if renewed(self.net, answer, url, False):
+        # The 401's own URL: after a redirect, a server elsewhere must not get to ask for credentials.
+        if renewed(self.net, answer, answer.url, False):
             answer.close()
             answer = self._request(method, url, headers, allow_redirects, body)
         return answer

@@ -161,16 +161,12 @@ class Session:
         for fresh in (False, True):
             conn = self._connection(split, fresh=fresh)
             was_open = conn.sock is not None
+            data = opened(body)  # a body that cannot be read is the caller's error, not the network's
             try:
                 if not was_open:
                     _connect(conn, split)
                     conn.sock.settimeout(self.net.read_timeout)
-                data = opened(body)
-                try:
-                    conn.request(method, target, body=data, headers=headers)
-                finally:
-                    if hasattr(data, "close"):
-                        data.close()
+                conn.request(method, target, body=data, headers=headers)
                 return conn.getresponse(), conn
             except ssl.SSLCertVerificationError as e:
                 conn.close()
@@ -184,6 +180,9 @@ class Session:
                 if was_open and isinstance(e, (ConnectionError, http.client.RemoteDisconnected, ssl.SSLError)):
                     continue
                 raise TransientError(f"{type(e).__name__}: {reason(e)}") from None
+            finally:
+                if hasattr(data, "close"):
+                    data.close()
         raise AssertionError("unreachable")
 
     def _connection(self, split, fresh: bool) -> http.client.HTTPConnection:
