@@ -34,6 +34,12 @@ def configure(fmt: str = "auto", verbosity: int = 0, secrets: tuple[str, ...] = 
     )
 
 
+def hide(secret: str) -> None:
+    """One more value never to print: a secret learnt after :func:`configure` (a registry password or token)."""
+    if len(secret) >= 8 and secret not in _state["secrets"]:
+        _state["secrets"] = (*_state["secrets"], secret)
+
+
 def redact(text: str) -> str:
     for secret in _state["secrets"]:
         text = text.replace(secret, "***")

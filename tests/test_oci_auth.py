@@ -152,3 +152,29 @@ def test_an_image_pull_secret_mounted_as_kubelet_lays_it_out(basic_registry, tmp
     absent = run_seeder(*argv, REGISTRY_AUTH_FILE=str(tmp_path / "no-secret" / "config.json"),
                         HOME=str(tmp_path / "nohome"))
     assert absent.code == 3 and "log in" in absent.err.splitlines()[-1], absent
+
+
+def test_podman_auth_json_where_podman_login_writes_it(basic_registry, tmp_path):
+    reg = basic_registry
+    argv = setup(reg, tmp_path)
+    home, runtime = tmp_path / "home", tmp_path / "run-user"
+    write_docker_config(home / ".config" / "containers", {reg.host: reg.credentials})
+    (home / ".config" / "containers" / "config.json").rename(home / ".config" / "containers" / "auth.json")
+    assert run_seeder(*argv, HOME=str(home)).code == 0
+    # $XDG_RUNTIME_DIR/containers/auth.json (podman login's default) comes first.
+    (tmp_path / "models").rename(tmp_path / "first")
+    write_docker_config(runtime / "containers", {reg.host: WRONG})
+    (runtime / "containers" / "config.json").rename(runtime / "containers" / "auth.json")
+    run = run_seeder(*argv, HOME=str(home), XDG_RUNTIME_DIR=str(runtime))
+    assert run.code == 3 and str(runtime / "containers" / "auth.json") in run.err.splitlines()[-1], run
+
+
+def test_an_identity_token_is_refused_clearly_not_sent_as_a_password(basic_registry, tmp_path):
+    reg = basic_registry
+    argv = setup(reg, tmp_path)
+    config = tmp_path / "docker" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"auths": {reg.host: {"identitytoken": "refresh-token-abcdefgh"}}}))
+    run = run_seeder(*argv, DOCKER_CONFIG=str(config.parent))
+    assert run.code == 2 and "identity token" in run.err.splitlines()[-1], run
+    assert "refresh-token-abcdefgh" not in run.err

@@ -1,9 +1,11 @@
 """Registry credentials as Docker and podman users already have them, and the token dance.
 
-Where credentials come from, first found wins: ``REGISTRY_AUTH_FILE`` (podman, skopeo), then
-``$DOCKER_CONFIG/config.json``, then ``~/.docker/config.json``; in each, ``credHelpers[host]``, then
+Where credentials come from, first found wins: ``REGISTRY_AUTH_FILE`` (podman, skopeo); else podman's
+``$XDG_RUNTIME_DIR/containers/auth.json`` and ``~/.config/containers/auth.json``, then Docker's
+``$DOCKER_CONFIG/config.json`` (else ``~/.docker/config.json``); in each, ``credHelpers[host]``, then
 ``auths[host]``, then ``credsStore`` (``docker-credential-<name> get``, the host on stdin). A Kubernetes
-imagePullSecret (``.dockerconfigjson``) mounted as a file is the same format.
+imagePullSecret (``.dockerconfigjson``) mounted as a file is the same format. An identity token (an
+OAuth2 refresh token, as ``docker login`` keeps for Azure) is not supported: a clear error says so.
 
 How they are used: every request goes out as it is first (anonymous, or with the token already held for
 its repository); a 401 names the scheme. ``Basic``: send the credentials. ``Bearer realm=…,service=…,
@@ -30,7 +32,10 @@ from ..settings import Network
 
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"|(\w+)=([^\s,]+)')
 _REPOSITORY = re.compile(r"/v2/(.+?)/(?:blobs|manifests|tags|referrers)/")
-_DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
+DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+"""Docker Hub's name in config files and to credential helpers, as Docker writes it."""
+IDENTITY_TOKEN_USER = "<token>"
 
 
 @dataclass(frozen=True)
@@ -45,10 +50,13 @@ class Credentials:
 
 
 def config_files() -> list[Path]:
-    """The credential files to read, in order."""
-    files = []
+    """The credential files to read, in order: podman's, then Docker's (REGISTRY_AUTH_FILE replaces podman's)."""
     if auth_file := os.environ.get("REGISTRY_AUTH_FILE"):
-        files.append(Path(auth_file))
+        files = [Path(auth_file)]
+    else:
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        files = [Path(runtime) / "containers" / "auth.json"] if runtime else []
+        files.append(Path.home() / ".config" / "containers" / "auth.json")
     docker = os.environ.get("DOCKER_CONFIG")
     files.append(Path(docker) / "config.json" if docker else Path.home() / ".docker" / "config.json")
     return files
@@ -70,23 +78,24 @@ def credentials_for(host: str) -> Credentials | None:
 
 
 def _keys(host: str) -> list[str]:
-    hosts = _DOCKER_HUB if host in _DOCKER_HUB else (host,)
-    keys = [h for h in hosts] + [f"{scheme}://{h}" for h in hosts for scheme in ("https", "http")]
-    return keys + (["https://index.docker.io/v1/"] if host in _DOCKER_HUB else [])
+    """How a config file may name the registry: Docker Hub by its legacy index URL among others."""
+    if host in DOCKER_HUB:
+        return [DOCKER_HUB_KEY, *DOCKER_HUB]
+    return [host, f"https://{host}", f"http://{host}"]
 
 
 def _from_config(config: dict, host: str, path: Path) -> Credentials | None:
     helpers = config.get("credHelpers") or {}
     for key in _keys(host):
         if isinstance(helpers, dict) and isinstance(helpers.get(key), str):
-            return _from_helper(helpers[key], host)
+            return _from_helper(helpers[key], _keys(host)[0])
     auths = config.get("auths") or {}
     for key in _keys(host):
         entry = auths.get(key) if isinstance(auths, dict) else None
         if isinstance(entry, dict) and (found := _from_entry(entry, path)):
             return found
     if isinstance(config.get("credsStore"), str):
-        return _from_helper(config["credsStore"], host)
+        return _from_helper(config["credsStore"], _keys(host)[0])
     return None
 
 
@@ -96,12 +105,21 @@ def _from_entry(entry: dict, path: Path) -> Credentials | None:
             user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             raise UsageError(f"registry credentials {path}: an 'auth' value is not base64 of user:password") from None
-        return Credentials(user, password, str(path))
+        return _checked(Credentials(user, password, str(path)))
     if isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
-        return Credentials(entry["username"], entry["password"], str(path))
+        return _checked(Credentials(entry["username"], entry["password"], str(path)))
     if isinstance(entry.get("identitytoken"), str):
-        return Credentials("<token>", entry["identitytoken"], str(path))
+        return _checked(Credentials(IDENTITY_TOKEN_USER, entry["identitytoken"], str(path)))
     return None
+
+
+def _checked(found: Credentials) -> Credentials:
+    if found.username == IDENTITY_TOKEN_USER:
+        # Docker trades it for access tokens with an OAuth2 POST; sent as a password it would only be refused.
+        raise UsageError(f"registry credentials from {found.source}: an identity token (OAuth2 refresh token) is not "
+                         "supported; use a credential helper or a username and password (REGISTRY_AUTH_FILE)")
+    log.hide(found.password)
+    return found
 
 
 def _from_helper(name: str, host: str) -> Credentials | None:
@@ -119,7 +137,7 @@ def _from_helper(name: str, host: str) -> Credentials | None:
         raise UsageError(f"registry credentials for {host}: {helper} get exited {done.returncode}")
     try:
         found = json.loads(done.stdout)
-        return Credentials(found["Username"], found["Secret"], helper)
+        return _checked(Credentials(found["Username"], found["Secret"], helper))
     except (ValueError, KeyError, TypeError):
         raise UsageError(f"registry credentials for {host}: {helper} get gave no Username and Secret") from None
 
@@ -132,10 +150,13 @@ def challenge(header: str | None) -> tuple[str, dict[str, str]]:
 
 
 class RegistryAuth:
-    """One registry's credentials and tokens, shared by every thread of a run. Sends nothing to other hosts."""
+    """One registry's credentials and tokens, shared by every thread of a run. Signs requests to the registry's
+    own scheme, host and port only; the credentials go to the token realm the registry names, as with Docker."""
 
-    def __init__(self, host: str, net: Network, push: bool = False):
+    def __init__(self, host: str, base: str, net: Network, push: bool = False):
         self.host, self.push = host, push
+        split = urlsplit(base)
+        self._origin = (split.scheme, split.netloc.lower())
         self._net = net
         self._lock = threading.Lock()
         self._loaded = False
@@ -153,7 +174,8 @@ class RegistryAuth:
             return self._credentials
 
     def _mine(self, url: str) -> bool:
-        return urlsplit(url).netloc.lower() == self.host
+        split = urlsplit(url)
+        return (split.scheme, split.netloc.lower()) == self._origin
 
     def scope(self, url: str) -> str | None:
         """The token scope a request needs; a cross-repository mount also reads the repository it mounts from."""
@@ -184,8 +206,10 @@ class RegistryAuth:
             return True
         if scheme != "bearer" or not params.get("realm"):
             return False
-        scope = self.scope(url) or params.get("scope", "")
-        self._tokens[scope] = self._token(params, scope)
+        scope = self.scope(url)
+        token = self._token(params, scope or params.get("scope", ""))
+        log.hide(token)
+        self._tokens[scope or ""] = token
         return True
 
     def _token(self, params: dict[str, str], scope: str) -> str:
@@ -197,7 +221,10 @@ class RegistryAuth:
         creds = self.credentials
         self.sent_credentials = creds is not None
         realm = params["realm"]
-        self._net.check_url(realm)
+        # A plain-http registry may name a realm on itself over plain http too; anywhere else, the rules of all URLs.
+        if not (self._origin[0] == "http" and urlsplit(realm).hostname == urlsplit(f"//{self.host}").hostname
+                and urlsplit(realm).scheme == "http"):
+            self._net.check_url(realm)
         try:
             resp = requests.get(realm, params=query, auth=(creds.username, creds.password) if creds else None,
                                 timeout=(self._net.connect_timeout, self._net.read_timeout), verify=self._net.verify)

@@ -17,13 +17,14 @@ from dataclasses import dataclass, replace
 from typing import BinaryIO
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
+from .. import log
 from ..errors import IntegrityError, RemoteError, TransientError
 from ..fetch.retry import is_transient, retrying, transient
 from ..fetch.transport import Client, Response
 from ..settings import Network, Parts, is_local
 from ..spec.kinds.oci import Reference
 from . import modelpack
-from .auth import RegistryAuth
+from .auth import DOCKER_HUB, RegistryAuth
 
 MANIFEST_MAX = 4 << 20
 """distribution refuses to serve a larger manifest; a bigger answer is not one."""
@@ -44,10 +45,11 @@ class Registry:
 
     def __init__(self, host: str, net: Network, parts: Parts | None = None, push: bool = False):
         hostname = urlsplit(f"//{host}").hostname or host
-        plain = is_local(hostname) or host in net.insecure_registries
+        plain = is_local(hostname) or host.lower() in {h.lower() for h in net.insecure_registries}
         self.host = host
-        self.base = f"{'http' if plain else 'https'}://{host}/v2/"
-        self.auth = RegistryAuth(host, net, push=push)
+        api = "registry-1.docker.io" if host in DOCKER_HUB else host  # Docker Hub's API is not at docker.io
+        self.base = f"{'http' if plain else 'https'}://{api}/v2/"
+        self.auth = RegistryAuth(host, self.base, net, push=push)
         self.net = replace(net, token=None, auth=self.auth, allow_http=net.allow_http or plain)
         self.client = Client(self.net, parts)
 
@@ -97,8 +99,7 @@ class Registry:
         query = urlencode({"mount": digest, "from": source})
         with self._call("POST", f"{self.base}{repository}/blobs/uploads/?{query}", model, digest) as resp:
             if resp.status_code in (401, 403):
-                # A token is asked for one repository's scope, and a mount needs pull on the other too: the
-                # upload that is left is allowed all the same.
+                # No read of the other repository for these credentials: the upload that is left may still be.
                 return False
             self._check(resp, repository, f"{model}: mount {digest}")
             return resp.status_code == 201
@@ -108,8 +109,18 @@ class Registry:
         """Upload a blob: one PUT when it fits in ``chunk`` bytes, else PATCHes of ``chunk`` bytes. After a
         dropped connection the upload goes on from the offset the registry reports, not from zero.
         ``opener(offset)`` opens the blob's bytes at an offset; ``sent`` is told each chunk's size."""
+        try:
+            self._upload(repository, digest, size, opener, model, chunk, sent)
+        except IntegrityError:
+            # A chunk cut short may have left part of itself in the session behind our back (the transport sends
+            # a request cut on a kept-alive connection once more): once from nothing before the bytes are blamed.
+            log.info("upload digest disputed; sending it afresh", model=model, digest=digest)
+            self._upload(repository, digest, size, opener, model, chunk, sent)
+
+    def _upload(self, repository: str, digest: str, size: int, opener: Callable[[int], BinaryIO], model: str,
+                chunk: int, sent: Callable[[int], None]) -> None:
         where = f"{model}: blob {digest}"
-        location, offset, afresh = None, 0, False
+        location, offset = None, 0
         for attempt in self._attempts("upload", model, digest):
             with attempt:
                 if location is None:
@@ -124,16 +135,7 @@ class Registry:
                     location = self._patch(location, offset, n, _window(opener, offset, n), repository, where)
                     offset += n
                     sent(n)
-                try:
-                    return self._put(location, digest, b"", 0, repository, where)
-                except IntegrityError:
-                    if afresh:
-                        raise
-                    # A chunk cut short may have left part of itself in the session behind our back (the transport
-                    # sends a request cut on a kept-alive connection once more): once from nothing, before the
-                    # bytes are blamed.
-                    location, afresh = None, True
-                    raise TransientError(f"{where}: the registry's digest of the chunks differs; sending it afresh")
+                return self._put(location, digest, b"", 0, repository, where)
 
     def put_manifest(self, repository: str, tag: str, manifest: bytes, media_type: str, model: str) -> str:
         url = f"{self.base}{repository}/manifests/{quote(tag)}"
