@@ -152,10 +152,10 @@ class Chain:
             return
         try:
             with self.flight.renewing(leader, lease):
-                from ..sources import file_urls
+                from ..sources import archive, file_urls
 
-                if file.pin("layer"):
-                    result = self.layers.member(model, file, dest, progress)
+                if (packed := archive(model, file, self.net)) is not None:
+                    result = self.layers.member(model, file, packed, dest, progress)
                 else:
                     log.info("downloading", model=model.name, file=file.path, bytes=file.size)
                     result = self._download(self.origin_client(model), file_urls(model, file, self.net), model,

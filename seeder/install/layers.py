@@ -3,12 +3,16 @@ download engine (Range parts, resume across runs, its digest checked), unpacked 
 directory of the tmp dir, and each member linked into place from there.
 
 The members were hashed as they were unpacked, and the lock says what each must hash to: a member that
-differs from its lock entry is an integrity error, never installed. The scratch directories go when the
-run's installs are done.
+differs from its lock entry is an integrity error, never installed. With a shared local cache, fetching and
+unpacking hold the cache's lock of the archive's digest, as a download of any file holds its own; the
+scratch directory is this process's (its pid in the name, so housekeeping can tell one left by a killed
+run) and goes when the run's installs are done.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import threading
 from dataclasses import dataclass
@@ -17,6 +21,8 @@ from pathlib import Path
 from .. import log
 from ..errors import IntegrityError
 from ..spec.lock import LockedFile, LockedModel
+from ..store.fs import regular_or_absent
+from ..store.housekeeping import sweep_unpacked
 
 
 @dataclass(frozen=True)
@@ -31,47 +37,55 @@ class Layers:
         self.chain = chain
         self._mutex = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
-        self._unpacked: dict[str, tuple[Path, dict]] = {}  # layer digest -> (directory, path -> Member)
+        self._unpacked: dict[str, tuple[Path, dict] | BaseException] = {}  # archive digest -> (dir, members) or why not
 
-    def member(self, model: LockedModel, file: LockedFile, dest: Path, progress) -> Unpacked:
-        """``file``'s verified bytes at ``dest``, from the archive the source says it comes in."""
-        layer = file.pin("layer")
+    def member(self, model: LockedModel, file: LockedFile, packed, dest: Path, progress) -> Unpacked:
+        """``file``'s verified bytes at ``dest``, from the archive ``packed`` (:func:`seeder.sources.archive`)."""
+        digest = packed.file.digest
         with self._mutex:
-            lock = self._locks.setdefault(layer, threading.Lock())
+            lock = self._locks.setdefault(digest, threading.Lock())
         fetched = 0
         with lock:
-            if layer not in self._unpacked:
-                self._unpacked[layer], fetched = self._unpack(model, file, layer, progress)
-        directory, members = self._unpacked[layer]
+            if digest not in self._unpacked:
+                try:
+                    self._unpacked[digest], fetched = self._unpack(model, packed, progress)
+                except Exception as e:
+                    self._unpacked[digest] = e  # its other members fail alike, without fetching it again
+                    raise
+        got = self._unpacked[digest]
+        if isinstance(got, BaseException):
+            raise got
+        directory, members = got
         found = members.get(file.path)
         if found is None or (found.size, found.sha256) != (file.size, file.sha256):
-            got = "is not in it" if found is None else f"has sha256 {found.sha256}, size {found.size}"
-            raise IntegrityError(f"{model.name}/{file.path}: the layer {layer} {got}; the lock wants "
+            had = "does not hold it" if found is None else f"holds sha256 {found.sha256}, size {found.size}"
+            raise IntegrityError(f"{model.name}/{file.path}: the layer {packed.file.sha256} {had}; the lock wants "
                                  f"sha256 {file.sha256}, size {file.size}")
         self.chain.owner.link_or_copy(directory / file.path, dest, file, trusted=True)
         return Unpacked(found.sha256, fetched)
 
-    def _unpack(self, model: LockedModel, file: LockedFile, layer: str, progress) -> tuple[tuple[Path, dict], int]:
+    def _unpack(self, model: LockedModel, packed, progress) -> tuple[tuple[Path, dict], int]:
         from ..fetch.download import download
-        from ..sources import archive
         from ..untar import unpack
 
-        packed = archive(model, file, self.chain.net)
-        assert packed is not None  # the file has a layer: its source packs it
         part = self.chain.part_path(packed.file)
-        log.info("downloading layer", model=model.name, layer=layer, bytes=packed.file.size)
-        client = self.chain.origin_client(model)
-        result = download(client, packed.urls, part, packed.file, progress.file(model.name, packed.file.path,
-                          packed.file.size), model.name)
-        directory = part.with_name(f"{layer.replace(':', '-')}.unpacked")
-        shutil.rmtree(directory, ignore_errors=True)  # a run killed while it unpacked
-        members = unpack(part, packed.media_type, layer, directory)
-        part.unlink(missing_ok=True)
-        log.info("unpacked layer", model=model.name, layer=layer, files=len(members))
+        sweep_unpacked(part.parent)
+        primary = self.chain.primary
+        with primary.exclusive(packed.file.digest) if primary else contextlib.nullcontext():
+            log.info("downloading layer", model=model.name, layer=packed.file.sha256, bytes=packed.file.size)
+            regular_or_absent(part)
+            result = download(self.chain.origin_client(model), packed.urls, part, packed.file,
+                              progress.file(model.name, packed.file.path, packed.file.size), model.name)
+            directory = part.with_name(f"{packed.file.digest}.{os.getpid()}.unpacked")
+            shutil.rmtree(directory, ignore_errors=True)
+            members = unpack(part, packed.media_type, f"sha256:{packed.file.sha256}", directory)
+            part.unlink(missing_ok=True)
+        log.info("unpacked layer", model=model.name, layer=packed.file.sha256, files=len(members))
         return (directory, {m.path: m for m in members}), result.fetched
 
     def clear(self) -> None:
         with self._mutex:
-            for directory, _ in self._unpacked.values():
-                shutil.rmtree(directory, ignore_errors=True)
+            for got in self._unpacked.values():
+                if not isinstance(got, BaseException):
+                    shutil.rmtree(got[0], ignore_errors=True)
             self._unpacked.clear()

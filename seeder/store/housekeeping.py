@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,40 @@ class Usage:
     partial_bytes: int = 0
 
 
+_SCRATCH = re.compile(r"\.(\d+)\.unpacked|\.untar-(\d+)-")
+"""A directory an install unpacks a tar layer into (install/layers.py, seeder/untar.py), with its pid."""
+
+
+def sweep_unpacked(tmp: Path) -> None:
+    """Remove the unpack directories of processes that are gone (killed mid-run)."""
+    try:
+        entries = list(tmp.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir() and not _alive(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(scratch: Path) -> bool:
+    m = _SCRATCH.search(scratch.name)
+    if m is None:
+        return True  # not ours to judge
+    try:
+        os.kill(int(m[1] or m[2]), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass  # another user's process
+    return True
+
+
+def _size(entry: Path) -> int:
+    if entry.is_dir() and not entry.is_symlink():
+        return sum(p.stat().st_size for p in entry.rglob("*") if p.is_file() and not p.is_symlink())
+    return entry.stat().st_size
+
+
 def du(cache: Cache) -> Usage:
     usage = Usage()
     for directory, is_blob in ((cache.blobs, True), (cache.tmp, False)):
@@ -27,7 +64,7 @@ def du(cache: Cache) -> Usage:
             continue
         for entry in directory.iterdir():
             try:
-                size = entry.stat().st_size
+                size = _size(entry)
             except FileNotFoundError:
                 continue
             if is_blob:
@@ -59,6 +96,12 @@ def prune(cache: Cache, keep: set[str], keep_days: float | None) -> Usage:
         if not directory.is_dir():
             continue
         for entry in directory.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                if not is_blob and not _alive(entry):  # a layer unpacked by a run that was killed
+                    size = _size(entry)
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.partials, removed.partial_bytes = removed.partials + 1, removed.partial_bytes + size
+                continue
             digest = entry.name.split(".", 1)[0]
             try:
                 st = entry.stat()
