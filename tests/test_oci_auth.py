@@ -46,6 +46,14 @@ def helper(bin_dir: Path, name: str, user: tuple[str, str] | None, log: Path) ->
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
 
 
+def raw_config(work: Path, config: dict) -> Path:
+    """A Docker config.json of exactly ``config``, in a directory of its own: the DOCKER_CONFIG value."""
+    path = work / "docker" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(config))
+    return path.parent
+
+
 def with_path(bin_dir: Path) -> str:
     return f"{bin_dir}:{os.environ['PATH']}"
 
@@ -57,10 +65,8 @@ def test_credential_helpers_are_asked_for_the_host(any_registry, tmp_path, key):
     argv = setup(reg, tmp_path)
     log = tmp_path / "asked"
     helper(tmp_path / "bin", "seedertest", reg.credentials, log)
-    config = tmp_path / "docker" / "config.json"
-    config.parent.mkdir()
-    config.write_text(json.dumps({key: {reg.host: "seedertest"}} if key == "credHelpers" else {key: "seedertest"}))
-    run = run_seeder(*argv, DOCKER_CONFIG=str(config.parent), PATH=with_path(tmp_path / "bin"))
+    config = raw_config(tmp_path, {key: {reg.host: "seedertest"}} if key == "credHelpers" else {key: "seedertest"})
+    run = run_seeder(*argv, DOCKER_CONFIG=str(config), PATH=with_path(tmp_path / "bin"))
     assert run.code == 0, run
     assert reg.host in log.read_text().split()
     assert reg.credentials[1] not in run.err + run.out
@@ -99,21 +105,16 @@ def test_anonymous_access_refused_says_to_log_in(token_registry, tmp_path):
 def test_a_helper_that_fails_is_a_clear_usage_error(basic_registry, tmp_path):
     reg = basic_registry
     argv = setup(reg, tmp_path)
-    config = tmp_path / "docker" / "config.json"
-    config.parent.mkdir()
-    config.write_text(json.dumps({"credHelpers": {reg.host: "absent"}}))
-    run = run_seeder(*argv, DOCKER_CONFIG=str(config.parent))
+    run = run_seeder(*argv, DOCKER_CONFIG=str(raw_config(tmp_path, {"credHelpers": {reg.host: "absent"}})))
     assert run.code == 2 and "docker-credential-absent is not installed" in run.err, run
 
 
 def test_a_malformed_auth_entry_is_named_without_its_value(basic_registry, tmp_path):
     reg = basic_registry
     argv = setup(reg, tmp_path)
-    config = tmp_path / "docker" / "config.json"
-    config.parent.mkdir()
-    config.write_text(json.dumps({"auths": {reg.host: {"auth": "%%%not-base64-secret%%%"}}}))
-    run = run_seeder(*argv, DOCKER_CONFIG=str(config.parent))
-    assert run.code == 2 and str(config) in run.err and "not-base64-secret" not in run.err, run
+    config = raw_config(tmp_path, {"auths": {reg.host: {"auth": "%%%not-base64-secret%%%"}}})
+    run = run_seeder(*argv, DOCKER_CONFIG=str(config))
+    assert run.code == 2 and str(config / "config.json") in run.err and "not-base64-secret" not in run.err, run
 
 
 def test_no_secret_reaches_the_lock_state_or_logs(any_registry, tmp_path):
@@ -172,9 +173,7 @@ def test_podman_auth_json_where_podman_login_writes_it(basic_registry, tmp_path)
 def test_an_identity_token_is_refused_clearly_not_sent_as_a_password(basic_registry, tmp_path):
     reg = basic_registry
     argv = setup(reg, tmp_path)
-    config = tmp_path / "docker" / "config.json"
-    config.parent.mkdir()
-    config.write_text(json.dumps({"auths": {reg.host: {"identitytoken": "refresh-token-abcdefgh"}}}))
-    run = run_seeder(*argv, DOCKER_CONFIG=str(config.parent))
+    config = raw_config(tmp_path, {"auths": {reg.host: {"identitytoken": "refresh-token-abcdefgh"}}})
+    run = run_seeder(*argv, DOCKER_CONFIG=str(config))
     assert run.code == 2 and "identity token" in run.err.splitlines()[-1], run
     assert "refresh-token-abcdefgh" not in run.err

@@ -43,6 +43,13 @@ def args(work: Path) -> list[str]:
     return ["--manifest", str(work / "models.toml"), "--target", str(work / "models")]
 
 
+def flip_a_byte(path: Path) -> None:
+    """Change what the registry stores under a digest: it serves it unchecked."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+
+
 def blob_bytes_served(reg, since: int = 0) -> int:
     return sum(r.size for r in reg.requests()[since:] if r.method == "GET" and "/blobs/" in r.path)
 
@@ -80,10 +87,7 @@ def test_changed_bytes_in_the_registry_exit_1_and_install_nothing(registry, tmp_
     push(registry, "team/m:v1", modelpack(FILES))
     manifest(tmp_path, registry.host)
     assert run_seeder("lock", *args(tmp_path)).code == 0
-    stored = registry.blob_path(sha256_digest(BIG))
-    data = bytearray(stored.read_bytes())
-    data[len(data) // 2] ^= 1
-    stored.write_bytes(bytes(data))
+    flip_a_byte(registry.blob_path(sha256_digest(BIG)))
     run = run_seeder(*args(tmp_path), **PARTS)
     assert run.code == 1, run
     assert "model.safetensors" in run.err.splitlines()[-1]
@@ -249,10 +253,7 @@ def test_a_bad_tar_layer_is_fetched_once_for_all_its_files_and_installs_none(reg
     push(registry, "team/m:v1", artifact)
     manifest(tmp_path, registry.host)
     assert run_seeder("lock", *args(tmp_path)).code == 0
-    stored = registry.blob_path(sha256_digest(layer))
-    data = bytearray(stored.read_bytes())
-    data[len(data) // 2] ^= 1
-    stored.write_bytes(bytes(data))
+    flip_a_byte(registry.blob_path(sha256_digest(layer)))
     before = len(registry.requests())
     run = run_seeder(*args(tmp_path))
     assert run.code == 1, run
