@@ -18,15 +18,16 @@ class NotReady(Exception):
     """The models are not fit to serve from; the message says why."""
 
 
-def load_models(models_dir: Path) -> list[dict]:
-    """Check ``models_dir`` against what seeder recorded, open every file; raise NotReady on any problem."""
+def load_models(models_dir: Path, lock: str | None = None) -> list[dict]:
+    """Check ``models_dir`` against what seeder recorded (or against the models.lock at ``lock``), open every
+    file; raise NotReady on any problem."""
     # Sizes only: hashing GBs at every start is the seeder's job (it verified them when it installed them).
-    problems = seeder.check(models_dir, fast=True)
+    problems = seeder.check(models_dir, fast=True, lock=lock)
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise NotReady(f"models in {models_dir} are missing or incomplete:\n{lines}\n"
                        "Run the seeder first (docker compose up seeder) or rebuild the image.")
-    models = seeder.installed(models_dir)
+    models = seeder.installed(models_dir, lock=lock)
     for model in models:
         if model.get("repo") and os.environ.get("HF_HUB_OFFLINE"):
             model["loaded_by_id"] = _by_id(model["repo"])
@@ -73,8 +74,10 @@ def make_handler(models: list[dict]) -> type[BaseHTTPRequestHandler]:
 def main() -> int:
     models_dir = Path(os.environ.get("MODELS_DIR", "/app/models"))
     port = int(os.environ.get("PORT", "8000"))
+    # Where seeder did not write MODELS_DIR (image volumes of pushed models) there is no record to check
+    # it against: MODELS_LOCK names the lock instead.
     try:
-        models = load_models(models_dir)
+        models = load_models(models_dir, os.environ.get("MODELS_LOCK") or None)
     except NotReady as e:
         print(f"app: refusing to start: {e}", file=sys.stderr, flush=True)
         return 1

@@ -13,6 +13,9 @@ def run(args, cfg, net) -> int:
     target = target_of(cfg)
     state = target.read_state()
     lock = checked_lock(cfg, target, state)
+    if not target.managed():
+        log.info("no .seeder/ in the target: checking the lock's files at <target>/<name>/<path>, read only",
+                 target=str(target.root))
     problems = verify(target, lock, fast=args.fast, state=state)
     for p in problems:
         log.error("verify failed", model=p.model, file=p.path, problem=p.kind, detail=p.detail)

@@ -61,6 +61,12 @@ class Target:
 
     # -- reading (no side effects: used by the warm path and by apps) --
 
+    def managed(self) -> bool:
+        """Whether seeder wrote this target (it has ``.seeder/``). One it did not (an image volume, a copy
+        made by other tools) has no state to hold it to: its files are read as the plain layout lays them
+        out, ``<target>/<name>/<path>``, and only against a lock."""
+        return self.meta.is_dir()
+
     def read_state(self) -> State:
         """What is installed. Missing or damaged records are left out: they only cost a re-check on disk."""
         return states.read(self.state_file)

@@ -10,7 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import LockError
 from ..integrity import ContentMismatch, hash_file
+from ..spec import lock as lockfile
 from ..spec.lock import Lock, LockedFile, LockedModel
 from .state import State
 from .target import Target
@@ -20,7 +22,7 @@ from .target import Target
 class Problem:
     model: str
     path: str | None
-    kind: str  # not-installed, stale, missing, size, checksum, stray
+    kind: str  # not-installed, stale, missing, size, checksum, stray, lock
     detail: str
 
     def __str__(self) -> str:
@@ -58,23 +60,30 @@ def _strays(target: Target, model: LockedModel, lock: Lock) -> list[Problem]:
     # Models of one repo at one commit share an hf-cache snapshot: each one's files are no stray of another's.
     wanted = {f.path for m in lock.models if target.path_of(m) == root for f in m.files}
     found = (str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink())
-    return [Problem(model.name, path, "stray", "not in the lock: written there after install")
-            for path in sorted(found) if path not in wanted]
+    detail = "not in the lock: written there after install" if target.managed() else "not in the lock"
+    return [Problem(model.name, path, "stray", detail) for path in sorted(found) if path not in wanted]
 
 
 def verify(target: Target, lock: Lock, *, fast: bool = False, jobs: int | None = None,
            state: State | None = None) -> list[Problem]:
     """Problems of ``lock``'s models in ``target``; ``state``: the target's, when the caller has read it."""
     state = target.read_state() if state is None else state
+    managed = target.managed()
     problems: list[Problem] = []
     checks: list[tuple[LockedModel, LockedFile]] = []
     for model in lock.models:
-        record = state.get(model.name)
-        if record is None or not target.path_of(record.model).exists():
-            problems.append(Problem(model.name, None, "not-installed", "not installed (run seeder)"))
+        if managed:
+            record = state.get(model.name)
+            if record is None or not target.path_of(record.model).exists():
+                problems.append(Problem(model.name, None, "not-installed", "not installed (run seeder)"))
+                continue
+            if record.version != model.version:
+                problems.append(Problem(model.name, None, "stale",
+                                        "installed version differs from the lock (run seeder)"))
+        elif not target.path_of(model).is_dir():
+            # No state to ask: the model's directory is the only sign it was put there at all.
+            problems.append(Problem(model.name, None, "not-installed", f"no directory {target.path_of(model)}"))
             continue
-        if record.version != model.version:
-            problems.append(Problem(model.name, None, "stale", "installed version differs from the lock (run seeder)"))
         checks.extend((model, f) for f in model.files)
         problems.extend(_strays(target, model, lock))
     # Hashing releases the GIL, so threads use every core; big files first keeps them all busy. A fast
@@ -91,11 +100,29 @@ def verify(target: Target, lock: Lock, *, fast: bool = False, jobs: int | None =
     return problems
 
 
-def check(models_dir: str | Path, *, fast: bool = True) -> list[Problem]:
-    """Check an installed target against its own record (for apps at start-up). Empty list: all good."""
+def lock_at(path: str | Path) -> Lock:
+    """The lock at ``path``, for checking a directory against it; a missing one is an error here."""
+    lock = lockfile.read(Path(path))
+    if lock is None:
+        raise LockError(f"{path}: no such lock")
+    return lock
+
+
+def check(models_dir: str | Path, *, fast: bool = True, lock: str | Path | None = None) -> list[Problem]:
+    """Check an installed target against its own record (for apps at start-up), or, given ``lock`` (a
+    models.lock's path), against that lock: what a directory seeder did not write (an image volume) needs.
+    Empty list: all good."""
     target = Target(Path(models_dir))
     state = target.read_state()
-    lock = installed_lock(state)
-    if not lock.models:
-        return [Problem("*", None, "not-installed", f"no models installed in {models_dir} (run seeder)")]
-    return verify(target, lock, fast=fast, state=state)
+    if lock is None:
+        expected = installed_lock(state)
+        if not expected.models:
+            return [Problem("*", None, "not-installed", f"no models installed in {models_dir} (run seeder)")]
+    else:
+        try:
+            expected = lock_at(lock)
+        except LockError as e:  # an app reports problems; it has no exit code to give
+            return [Problem("*", None, "lock", str(e))]
+        if not expected.models:
+            return [Problem("*", None, "lock", f"{lock} lists no models")]
+    return verify(target, expected, fast=fast, state=state)
