@@ -5,7 +5,7 @@
 No cluster is needed. ``kubectl kustomize`` renders the base and each overlay offline (kubectl is
 required), and kubernetes-validate checks every manifest file and every rendering against the API's
 OpenAPI schemas of the oldest and newest Kubernetes versions docs/kubernetes.md names (strict: an
-unknown field fails). The fast tests then assert what the manifests promise: the seeder runs non-root
+unknown field fails; the image volume overlay against 1.35, the first it is for, and the newest). The fast tests then assert what the manifests promise: the seeder runs non-root
 and read-only with no capability, the token is a mounted file and never a variable, in a directory
 that no other mount meets, the node-local cache comes before the bucket, each overlay has the shape
 its documentation describes.
@@ -30,7 +30,13 @@ placeholder models.lock, the init container fails at once with exit 2 and says t
 The test's own manifest and lock go into a copy of deploy/kubernetes, as a user's edits would, and
 that copy's Deployment must equal the repository's (ConfigMap hashes aside).
 
-A second Docker test turns on every optional part docs/kubernetes.md describes (the Secrets, web
+Another plays kubelet and CRI-O for overlays/oci-image-volume (marked ``registry`` too): each model of a
+test lock is pushed to a local docker-registry as ``seeder push`` lays it out, pulled with the pod's
+imagePullSecret into a directory (each layer a file at its title), and bind-mounted read-only where the
+pod mounts the image volume; the ``seeder verify`` init container passes and the app serves, and one
+changed byte in the pulled copy makes the init container exit 1 naming the file.
+
+A last Docker test turns on every optional part docs/kubernetes.md describes (the Secrets, web
 identity's ServiceAccount and aws-token volume) in such a copy, adds the token volumes EKS's webhook
 injects (projected volumes, laid out like a Secret's), and starts every container of every pod with its
 mounts: each must start and read every mounted file, and the seeder must find the Secret's token.
@@ -53,8 +59,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.conftest import run_seeder, seeder_env
+from tests.conftest import run_seeder, seeder_env, url_entry
 from tests.docker import data as d
+from tests.registry import basic_registry, make_registry  # noqa: F401  (fixtures)
 from tests.test_docker import (  # noqa: F401  (engine, hub_image: fixtures)
     BASE_IMAGE,
     build,
@@ -71,10 +78,18 @@ from tests.test_docker import (  # noqa: F401  (engine, hub_image: fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
-KUSTOMIZATIONS = (".", "base", "overlays/rwx-pvc", "overlays/prewarm")
+IMAGE_VOLUMES = "overlays/oci-image-volume"
+KUSTOMIZATIONS = (".", "base", "overlays/rwx-pvc", "overlays/prewarm", IMAGE_VOLUMES)
 # The oldest and newest Kubernetes versions whose schemas kubernetes-validate ships, as
 # docs/kubernetes.md says; a release of kubernetes-validate without them fails test_documented_versions.
 K8S_VERSIONS = ("1.25.0", "1.37.0")
+# Image volumes are on by default from 1.35 (the oldest the overlay is for) and unknown to 1.25's schema.
+IMAGE_VOLUME_VERSIONS = ("1.35.0", "1.37.0")
+
+
+def versions_of(kustomization: str) -> tuple[str, ...]:
+    return IMAGE_VOLUME_VERSIONS if kustomization == IMAGE_VOLUMES else K8S_VERSIONS
+
 SEEDER_UID = 10001  # Dockerfile.seeder's user
 NODE_CACHE = "/var/cache/seeder"
 
@@ -232,12 +247,12 @@ def volume_at(spec: dict, c: dict, path: str) -> tuple[dict, dict]:
 
 def test_documented_versions_are_the_ones_validated():
     shipped = kubernetes_validate.utils.all_versions()
-    for version in K8S_VERSIONS:
+    for version in K8S_VERSIONS + IMAGE_VOLUME_VERSIONS:
         assert version in shipped, (f"kubernetes-validate {kubernetes_validate.__version__} has no schemas for "
                                     f"{version}; pick new versions here and in docs/kubernetes.md")
     doc = (ROOT / "docs" / "kubernetes.md").read_text()
-    for version in K8S_VERSIONS:
-        assert version.rsplit(".", 1)[0] in doc
+    for version in K8S_VERSIONS + IMAGE_VOLUME_VERSIONS:
+        assert f"Kubernetes {version.rsplit('.', 1)[0]}" in doc
 
 
 def test_the_root_kustomization_is_the_base(rendered):
@@ -266,8 +281,7 @@ def test_every_manifest_file_validates(version):
             _validate(doc, version, str(path.relative_to(ROOT)))
 
 
-@pytest.mark.parametrize("version", K8S_VERSIONS)
-@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+@pytest.mark.parametrize("kustomization, version", [(k, v) for k in KUSTOMIZATIONS for v in versions_of(k)])
 def test_rendered_output_validates(rendered, kustomization, version):
     assert rendered[kustomization]
     for doc in rendered[kustomization]:
@@ -288,7 +302,7 @@ def test_the_models_configmap_is_the_kustomizations_manifest_and_lock(rendered):
     spec = pod_spec(one(base, "Deployment", "app"))
     assert volume(spec, "manifest")["configMap"]["name"] == models["metadata"]["name"]
     # Every overlay applies the very same ConfigMaps (same names): the prewarm Job and the app agree.
-    for overlay in ("overlays/rwx-pvc", "overlays/prewarm"):
+    for overlay in ("overlays/rwx-pvc", "overlays/prewarm", IMAGE_VOLUMES):
         assert find(rendered[overlay], "ConfigMap") == find(base, "ConfigMap")
 
 
@@ -333,25 +347,30 @@ def test_the_settings_configmap_is_settings_env_and_holds_no_secret(rendered):
 # ==================================================================================================
 
 
+def assert_hardened(spec: dict, c: dict, where: str) -> None:
+    """What every seeder container is: non-root 10001, read-only root, no capability, its resources."""
+    sc = effective_security(spec, c)
+    assert sc.get("runAsNonRoot") is True, where
+    assert sc.get("runAsUser") == SEEDER_UID and sc.get("runAsGroup") == SEEDER_UID, where
+    assert sc.get("readOnlyRootFilesystem") is True, where
+    assert sc.get("allowPrivilegeEscalation") is False, where
+    assert sc.get("capabilities") == {"drop": ["ALL"]}, where
+    assert sc.get("seccompProfile") == {"type": "RuntimeDefault"}, where
+    assert not sc.get("privileged"), where
+    assert spec["securityContext"]["fsGroup"] == SEEDER_UID, where  # the Secret/ConfigMap files, emptyDirs
+    assert c["resources"] == {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}, where
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError", where
+    assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), where
+    assert spec.get("automountServiceAccountToken") is False, where
+
+
 def test_seeder_containers_are_hardened(rendered):
     for where, spec, c in seeder_containers(rendered):
-        sc = effective_security(spec, c)
-        assert sc.get("runAsNonRoot") is True, where
-        assert sc.get("runAsUser") == SEEDER_UID and sc.get("runAsGroup") == SEEDER_UID, where
-        assert sc.get("readOnlyRootFilesystem") is True, where
-        assert sc.get("allowPrivilegeEscalation") is False, where
-        assert sc.get("capabilities") == {"drop": ["ALL"]}, where
-        assert sc.get("seccompProfile") == {"type": "RuntimeDefault"}, where
-        assert not sc.get("privileged"), where
-        assert spec["securityContext"]["fsGroup"] == SEEDER_UID, where  # the Secret/ConfigMap files, emptyDirs
+        assert_hardened(spec, c, where)
         # the image's entrypoint (seeder) with --locked: a stale lock fails fast instead of resolving
         assert "command" not in c and c["args"][0] == "seed" and "--locked" in c["args"], where
-        assert c["resources"] == {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}, where
-        assert c["terminationMessagePolicy"] == "FallbackToLogsOnError", where
         tmp, mount = volume_at(spec, c, "/tmp")  # the root filesystem is read-only: /tmp is an emptyDir
         assert "emptyDir" in tmp and not mount.get("readOnly"), where
-        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), where
-        assert spec.get("automountServiceAccountToken") is False, where
 
 
 def test_the_app_container_is_hardened_and_probed(rendered):
@@ -405,7 +424,6 @@ def test_the_token_is_a_file_never_a_variable(rendered):
                 for e in c.get("env", []):
                     ref = e.get("valueFrom", {}).get("secretKeyRef")
                     assert ref is None or (ref["name"] == "seeder-s3" and ref.get("optional") is True), where
-    others = [API_TOKEN_DIR, *(path for _, _, path, _, _ in EKS_INJECTED)]
     for where, spec, c in seeder_containers(rendered):
         # The Secret hf-token's key hf_token, as the file HF_TOKEN_PATH names
         paths = [e["value"] for e in c["env"] if e["name"] == "HF_TOKEN_PATH"]
@@ -417,11 +435,16 @@ def test_the_token_is_a_file_never_a_variable(rendered):
         assert secret["secretName"] == "hf-token" and secret["optional"] is True, where
         assert secret["items"] == [{"key": "hf_token", "path": os.path.basename(path)}], where
         assert secret["defaultMode"] == 0o440, where  # readable through fsGroup, by nobody else
-        # In a directory of its own: a read-only mount that holds another mount point, or lies in another
-        # read-only mount, stops the container from starting (the runtime cannot make the mount point).
-        mounts = [m["mountPath"] for m in c["volumeMounts"] if m is not mount] + others
-        clash = [m for m in mounts if within(m, mount["mountPath"]) or within(mount["mountPath"], m)]
-        assert not clash, f"{where}: the token's read-only mount at {mount['mountPath']} meets {clash}"
+        assert_own_directory(c, mount, where)
+
+
+def assert_own_directory(c: dict, mount: dict, where: str) -> None:
+    """A Secret's read-only mount in a directory of its own: one that holds another mount point, or lies in
+    another read-only mount, stops the container from starting (the runtime cannot make the mount point)."""
+    others = [API_TOKEN_DIR, *(path for _, _, path, _, _ in EKS_INJECTED)]
+    mounts = [m["mountPath"] for m in c["volumeMounts"] if m is not mount] + others
+    clash = [m for m in mounts if within(m, mount["mountPath"]) or within(mount["mountPath"], m)]
+    assert not clash, f"{where}: the read-only mount at {mount['mountPath']} meets {clash}"
 
 
 def test_the_node_cache_comes_first_and_the_bucket_second(rendered):
@@ -505,6 +528,41 @@ def test_the_prewarm_overlay_is_only_a_job_that_fills_the_bucket(rendered):
     assert "emptyDir" in target  # throwaway: the bucket is the point
 
 
+def base_models() -> list[str]:
+    from seeder.spec import manifest as manifestfile
+
+    return [m.name for m in manifestfile.load(K8S / "base" / "models.toml").models]
+
+
+def test_the_image_volume_overlay_mounts_each_model_read_only_and_only_verifies(rendered):
+    docs = rendered[IMAGE_VOLUMES]
+    spec = pod_spec(one(docs, "Deployment", "app"))
+    names = base_models()
+    # one image volume per model, by the name `seeder push` gives its artifact; nothing for a seeder to fill
+    assert {v["name"]: v.get("image") for v in spec["volumes"] if "configMap" not in v} == {
+        f"model-{n}": {"reference": f"registry.example.com/team/{n}:v1", "pullPolicy": "IfNotPresent"} for n in names}
+    assert spec["imagePullSecrets"] == [{"name": "registry-credentials"}]  # kubelet's pulls of the volumes
+    [verify] = spec["initContainers"]
+    assert verify["name"] == "verify" and "command" not in verify and verify["args"] == ["verify"]
+    assert verify["image"] == container(pod_spec(one(rendered["."], "Deployment", "app")), "seeder", init=True)["image"]
+    assert_hardened(spec, verify, "verify")
+    env = resolve_env(verify, configmaps(docs), {})
+    assert set(env) == {"SEEDER_MANIFEST", "SEEDER_TARGET"}  # no cache, bucket, hub or token: it fetches nothing
+    manifest, mount = volume_at(spec, verify, os.path.dirname(env["SEEDER_MANIFEST"]))
+    assert manifest["configMap"]["name"] == one(docs, "ConfigMap", "seeder-models")["metadata"]["name"]
+    app = container(spec, "app")
+    app_env = resolve_env(app, configmaps(docs), {})
+    assert app_env == {"MODELS_DIR": env["SEEDER_TARGET"], "MODELS_LOCK": f"{mount['mountPath']}/models.lock"}
+    for c in (verify, app):  # the same read-only mounts in both: what verify checked is what the app opens
+        assert all(m.get("readOnly") is True and "subPath" not in m for m in c["volumeMounts"]), c["name"]
+        assert sorted((m["name"], m["mountPath"]) for m in c["volumeMounts"]) == sorted(
+            [(f"model-{n}", f"{env['SEEDER_TARGET']}/{n}") for n in names] + [("manifest", mount["mountPath"])])
+    for c in spec["initContainers"] + spec["containers"]:  # not a seed anywhere, nothing written
+        assert "seed" not in c.get("args", []) and "SEEDER_CACHE" not in resolve_env(c, configmaps(docs), {})
+    assert sorted((x["kind"], x["metadata"]["name"]) for x in docs if x["kind"] != "ConfigMap") == [
+        ("Deployment", "app"), ("Service", "app")]
+
+
 # ==================================================================================================
 # Kubelet on Docker: run the rendered pods' containers as a node would
 # ==================================================================================================
@@ -534,6 +592,8 @@ class Cluster:
     workdir: Path
     volumes: list[str] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    """An image volume's reference -> the directory its pull left on the node (:func:`pull_artifact`)."""
 
     def named_volume(self, name: str) -> str:
         if name not in self.volumes:
@@ -618,6 +678,11 @@ class Pod:
                 path = atomic_writer_dir(cluster.workdir / name / v["name"], files,
                                          v["projected"].get("defaultMode", 0o644), self.fs_group)
                 self.sources[v["name"]] = ("bind", str(path), True)
+            elif "image" in v:
+                # The runtime pulls the reference; CRI-O mounts an artifact as its layers' files, read-only.
+                reference = v["image"]["reference"]
+                assert reference in cluster.artifacts, f"{name}: {reference} was not pulled"
+                self.sources[v["name"]] = ("bind", str(cluster.artifacts[reference]), True)
             else:
                 raise AssertionError(f"volume {v['name']}: kind not emulated: {sorted(v)}")
         if owned:  # with fsGroup: group-owned, group-writable, setgid
@@ -1032,6 +1097,130 @@ def test_the_rendered_pods_run_on_docker(engine, hub_image, images, rendered, tm
         finally:
             if cluster is not None:
                 cluster.cleanup()
+
+
+# -- the image volume overlay: each model pulled by the node from a registry, verified in the pod --------------
+
+
+def pull_artifact(registry, reference: str, pull_secrets: list[dict[str, str]], into: Path) -> Path:
+    """What kubelet has CRI-O do for an image volume: pull ``reference`` with the pod's imagePullSecrets, each
+    layer a file at its ``org.opencontainers.image.title`` path in one directory, which is mounted read-only."""
+    from tests.registry import oras_client
+
+    config = None
+    if pull_secrets:
+        config = into.with_name(f"{into.name}.dockerconfig.json")
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(pull_secrets[0][".dockerconfigjson"])
+    into.mkdir(parents=True)
+    oras_client(registry).pull(target=reference, outdir=str(into), config_path=str(config) if config else None)
+    return into
+
+
+def tree_of(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def stamps(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root`` with what a write would change."""
+    return {str(p.relative_to(root)): (p.lstat().st_mode, p.lstat().st_size, p.lstat().st_mtime_ns)
+            for p in [root, *root.rglob("*")]}
+
+
+def failures(proc: subprocess.CompletedProcess) -> list[tuple[str, str | None, str]]:
+    return [(e["model"], e.get("file"), e["problem"]) for e in events(proc.stderr) if e.get("event") == "verify failed"]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.registry
+def test_the_image_volume_overlay_runs_on_docker(engine, images, rendered, basic_registry, tmp_path, monkeypatch):
+    """overlays/oci-image-volume with kubelet and CRI-O played: each model of a test lock pushed as `seeder push`
+    lays it out (one ModelPack artifact per model at REGISTRY/NAMESPACE/<name>:TAG, a raw layer per file titled
+    with its path), pulled with the pod's imagePullSecret into a directory as CRI-O mounts an artifact, and
+    bind-mounted read-only where the pod mounts the image volume. The verify init container passes, the app
+    serves; a byte changed in the pulled copy stops the next pod with exit 1 naming the file. Nothing is
+    written into the volumes."""
+    from tests.fakehub import FakeHub
+    from tests.registry import modelpack, push, write_docker_config
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # oras-py reads ~/.docker/config.json whatever it is told
+    monkeypatch.delenv("DOCKER_CONFIG", raising=False)
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    reg, sid = basic_registry, os.urandom(4).hex()
+    # The models: a repo with a nested file (pinned by git blob id) and a weight, a GGUF by URL, locked as a
+    # user would lock base/models.toml, under the names the overlay's volumes carry.
+    emb = {"config.json": json.dumps({"hidden_size": 64, "sid": sid}).encode(),
+           "model.safetensors": d.make_safetensors(tmp_path / "src" / "e.safetensors", seed=int(sid, 16)).read_bytes(),
+           "1_Pooling/config.json": b'{"pooling_mode_mean_tokens": true}'}
+    gguf = d.make_gguf(tmp_path / "src" / "tiny.gguf", seed=int(sid, 16) + 1, tensor_bytes=64 << 10).read_bytes()
+    files = {"embedding": emb, "llm": {"tiny.gguf": gguf}}
+    k8s = shutil.copytree(K8S, tmp_path / "k8s")
+    manifest = k8s / "base" / "models.toml"
+    with FakeHub() as hub:
+        hub.add_repo(f"k8s-{sid}/emb", emb)
+        manifest.write_text(f'[[models]]\nname = "embedding"\nrepo = "k8s-{sid}/emb"\n'
+                            'include = ["*.json", "*.safetensors", "1_Pooling/*"]\n\n'
+                            + url_entry("llm", hub.add_file("tiny.gguf", gguf), gguf))
+        locked = run_seeder("lock", "-m", str(manifest), hub=hub)
+        assert locked.code == 0, locked
+    lock = json.loads(manifest.with_suffix(".lock").read_text())
+    assert {m["name"]: sorted(f["path"] for f in m["files"]) for m in lock["models"]} == {
+        name: sorted(tree) for name, tree in files.items()}
+    for name, tree in files.items():
+        push(reg, f"team/{name}:v1", modelpack(tree, name=name), reg.credentials)
+    # The user's edit: the references name this registry; the Deployment is otherwise the shipped one.
+    patch = k8s / IMAGE_VOLUMES / "patch-app-mounts-artifacts.yaml"
+    patch.write_text(patch.read_text().replace("registry.example.com/team/", f"{reg.host}/team/"))
+    docs = kustomize(k8s / IMAGE_VOLUMES)
+    deployment = one(docs, "Deployment", "app")
+    shipped = json.dumps(one(rendered[IMAGE_VOLUMES], "Deployment", "app")).replace("registry.example.com/team/",
+                                                                                    f"{reg.host}/team/")
+    assert without_hashes(deployment) == without_hashes(json.loads(shipped))
+    spec = pod_spec(deployment)
+    verify, app = container(spec, "verify", init=True), container(spec, "app")
+    secret = {".dockerconfigjson": write_docker_config(tmp_path / "secret", {reg.host: reg.reader}).read_text()}
+    cluster = Cluster(f"seeder-k8s-{sid}", {verify["image"]: images.seeder, app["image"]: images.app},
+                      configmaps(docs), {"registry-credentials": secret}, tmp_path / "kubelet")
+    try:
+        pulled = {}
+        for v in spec["volumes"]:
+            if "image" in v:
+                secrets = [cluster.secrets[s["name"]] for s in spec.get("imagePullSecrets", [])]
+                ref = v["image"]["reference"]
+                cluster.artifacts[ref] = pulled[v["name"]] = pull_artifact(reg, ref, secrets, tmp_path / "node" / v["name"])
+        assert {name: tree_of(pulled[f"model-{name}"]) for name in files} == files  # laid out by title
+        before = {name: stamps(path) for name, path in pulled.items()}
+
+        # 1. The init container verifies the read-only mounts against the lock; the app then serves them.
+        pod = cluster.pod(spec, "ivol", "node-a")
+        results = pod.run_init()
+        assert list(results) == ["verify"] and results["verify"].returncode == 0, report(results)
+        summary = [e for e in events(results["verify"].stderr) if e.get("event") == "verify"][-1]
+        assert (summary["models"], summary["files"], summary["problems"], summary["mode"]) == (2, 4, 0, "sha256")
+        started = pod.start(app)
+        status, health = started.ready()
+        assert status == 200 and health == {"status": "ok", "models": 2}, health
+        status, listed = http_get(started.url("http") + "/models")
+        assert status == 200 and {f"{m['name']}/{f['path']}" for m in listed for f in m["files"]} == {
+            f"{name}/{path}" for name, tree in files.items() for path in tree}
+        running = inspect(started.name)
+        assert {m["Destination"]: m["RW"] for m in running["Mounts"]} == {
+            "/models/embedding": False, "/models/llm": False, "/etc/seeder": False}
+        docker("rm", "-f", started.name)
+        assert {name: stamps(path) for name, path in pulled.items()} == before  # nothing written, no .seeder/
+
+        # 2. One byte changed in the node's copy: the next pod's init container exits 1 naming the file.
+        weights = pulled["model-embedding"] / "model.safetensors"
+        data = weights.read_bytes()
+        weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+        results = cluster.pod(spec, "ivol-damaged", "node-a").run_init()
+        assert results["verify"].returncode == 1, report(results)
+        assert failures(results["verify"]) == [("embedding", "model.safetensors", "checksum")], report(results)
+        last = events(results["verify"].stderr)[-1]
+        assert last["level"] == "error" and last["event"].startswith("verify (sha256): 1 problem"), last
+    finally:
+        cluster.cleanup()
 
 
 # -- every optional mount at once: the documented ones and what EKS injects -------------------------------------
