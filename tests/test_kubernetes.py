@@ -37,9 +37,10 @@ pod mounts the image volume; the ``seeder verify`` init container passes and the
 changed byte in the pulled copy makes the init container exit 1 naming the file.
 
 A last Docker test turns on every optional part docs/kubernetes.md describes (the Secrets, web
-identity's ServiceAccount and aws-token volume) in such a copy, adds the token volumes EKS's webhook
-injects (projected volumes, laid out like a Secret's), and starts every container of every pod with its
-mounts: each must start and read every mounted file, and the seeder must find the Secret's token.
+identity's ServiceAccount and aws-token volume, components/registry-credentials) in such a copy, adds the
+token volumes EKS's webhook injects (projected volumes, laid out like a Secret's), and starts every
+container of every pod with its mounts: each must start and read every mounted file, and the seeder
+must find the Secret's token and the registry credentials where REGISTRY_AUTH_FILE says.
 """
 
 from __future__ import annotations
@@ -561,6 +562,51 @@ def test_the_image_volume_overlay_mounts_each_model_read_only_and_only_verifies(
         assert "seed" not in c.get("args", []) and "SEEDER_CACHE" not in resolve_env(c, configmaps(docs), {})
     assert sorted((x["kind"], x["metadata"]["name"]) for x in docs if x["kind"] != "ConfigMap") == [
         ("Deployment", "app"), ("Service", "app")]
+
+
+@pytest.fixture(scope="module")
+def with_credentials(tmp_path_factory) -> dict[str, list[dict]]:
+    """The renderings with components/registry-credentials uncommented, as docs/kubernetes.md says."""
+    k8s = shutil.copytree(K8S, tmp_path_factory.mktemp("credentials") / "k8s")
+    enable_registry_credentials(k8s)
+    return {k: kustomize(k8s / k) for k in (".", "overlays/rwx-pvc", "overlays/prewarm", "overlays/hf-cache")}
+
+
+def enable_registry_credentials(k8s: Path) -> None:
+    uncomment(k8s / "kustomization.yaml", "- components/registry-credentials")
+    for overlay in ("rwx-pvc", "prewarm", "hf-cache"):
+        uncomment(k8s / "overlays" / overlay / "kustomization.yaml", "- ../../components/registry-credentials")
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_registry_credentials_component_validates(with_credentials, version):
+    for kustomization, docs in with_credentials.items():
+        for doc in docs:
+            _validate(doc, version, f"kubectl kustomize {kustomization} (registry-credentials)")
+
+
+def test_registry_credentials_are_the_pull_secret_as_a_file_in_a_directory_of_its_own(with_credentials):
+    checked = []
+    for kustomization, docs in with_credentials.items():
+        for workload in find(docs, "Deployment") + find(docs, "Job"):
+            spec = pod_spec(workload)
+            for c in spec.get("initContainers", []) + spec["containers"]:
+                where = f"{kustomization}: {workload['metadata']['name']}/{c['name']}"
+                paths = [e["value"] for e in c.get("env", []) if e["name"] == "REGISTRY_AUTH_FILE"]
+                if c["name"] != "seeder":
+                    assert not paths and "registry-credentials" not in str(c.get("volumeMounts")), where
+                    continue
+                assert len(paths) == 1, f"{where}: no REGISTRY_AUTH_FILE"
+                credentials, mount = volume_at(spec, c, os.path.dirname(paths[0]))
+                assert mount.get("readOnly") is True and "subPath" not in mount, where
+                # kubectl create secret docker-registry: type kubernetes.io/dockerconfigjson, key .dockerconfigjson
+                assert credentials["secret"] == {"secretName": "registry-credentials", "optional": True,
+                                                 "items": [{"key": ".dockerconfigjson",
+                                                            "path": os.path.basename(paths[0])}],
+                                                 "defaultMode": 0o440}, where
+                assert_own_directory(c, mount, where)
+                checked.append(where)
+    assert len(checked) == 4, checked  # the default's and hf-cache's init containers, the two Jobs
 
 
 # ==================================================================================================
@@ -1283,12 +1329,18 @@ if "token" in want:
     from seeder.settings import read_token
     if read_token() != want["token"]:
         wrong.append("seeder finds another token than the Secret's")
+if "auth_file" in want:  # the registry's credentials: the Secret's file where REGISTRY_AUTH_FILE says, or none
+    path = os.environ.get("REGISTRY_AUTH_FILE")
+    found = open(path).read() if path and os.path.isfile(path) else None
+    if found != want["auth_file"]:
+        wrong.append(f"REGISTRY_AUTH_FILE={path}: " + ("no such file" if found is None else "not the Secret's"))
 print(json.dumps(wrong))
 """
 
 
-def check_mounts(pod: Pod, c: dict, token: str | None = None) -> None:
-    """Start ``c`` of ``pod`` with its mounts, user and settings; every file they hold must be readable in it."""
+def check_mounts(pod: Pod, c: dict, token: str | None = None, auth_file: str | None = None) -> None:
+    """Start ``c`` of ``pod`` with its mounts, user and settings; every file they hold must be readable in it.
+    A seeder container must find ``token`` and the registry credentials ``auth_file`` (None: neither)."""
     want: dict = {"files": {}, "dirs": []}
     for m in c.get("volumeMounts", []):
         if m["name"] in pod.written:
@@ -1296,7 +1348,7 @@ def check_mounts(pod: Pod, c: dict, token: str | None = None) -> None:
         else:
             want["dirs"].append(m["mountPath"])
     if c["name"] == "seeder":
-        want["token"] = token
+        want["token"], want["auth_file"] = token, auth_file
     name = f"{pod.name}-{c['name']}"
     args = pod.docker_args(c, name)
     if "--entrypoint" in args:  # the container's own command is not what runs here
@@ -1314,10 +1366,14 @@ def check_mounts(pod: Pod, c: dict, token: str | None = None) -> None:
 @pytest.mark.slow
 def test_the_pods_start_with_every_optional_mount(engine, images, tmp_path):
     """docs/kubernetes.md's optional parts all at once: the hf-token Secret, web identity (the ServiceAccount,
-    the aws-token volume and its variables), and the token volumes EKS's webhook injects for IRSA and Pod
-    Identity. Each container of each pod starts with its user and read-only root, sees every file of every
-    mount, and the seeder finds the Secret's token; without the optional Secret it starts too, and finds none."""
+    the aws-token volume and its variables), the registry-credentials component (an imagePullSecret as
+    REGISTRY_AUTH_FILE), and the token volumes EKS's webhook injects for IRSA and Pod Identity. Each container
+    of each pod starts with its user and read-only root, sees every file of every mount, and the seeder finds
+    the Secrets' token and registry credentials; without the optional Secrets it starts too, and finds none."""
+    from tests.registry import write_docker_config
+
     k8s = shutil.copytree(K8S, tmp_path / "k8s")
+    enable_registry_credentials(k8s)
     uncomment(k8s / "base" / "kustomization.yaml", "- serviceaccount.yaml")
     uncomment(k8s / "base" / "deployment.yaml", "serviceAccountName:", "- name: aws-token", "- name: AWS_ROLE_ARN",
               "- name: AWS_WEB_IDENTITY_TOKEN_FILE")
@@ -1333,10 +1389,14 @@ def test_the_pods_start_with_every_optional_mount(engine, images, tmp_path):
     assert len(workloads) == 4, [x["metadata"]["name"] for _, x in workloads]
     deployment = pod_spec(one(mine["."], "Deployment", "app"))
     assert volume_at(deployment, container(deployment, "seeder", init=True), "/var/run/secrets/aws")[0]["projected"]
+    assert volume_at(deployment, container(deployment, "seeder", init=True), "/var/run/secrets/registry")[0]["secret"]
     image = container(deployment, "seeder", init=True)["image"]
     token = f"hf_{os.urandom(20).hex()}"
+    # what `kubectl create secret docker-registry` stores: a Docker config.json under the key .dockerconfigjson
+    auth_file = write_docker_config(tmp_path / "pull-secret", {"registry.example.com": ("k8s-test", "not-a-secret")})
     with_secret = {"hf-token": {"hf_token": token + "\n"},
-                   "seeder-s3": {"AWS_ACCESS_KEY_ID": "k8s-test", "AWS_SECRET_ACCESS_KEY": "k8s-test-not-a-secret"}}
+                   "seeder-s3": {"AWS_ACCESS_KEY_ID": "k8s-test", "AWS_SECRET_ACCESS_KEY": "k8s-test-not-a-secret"},
+                   "registry-credentials": {".dockerconfigjson": auth_file.read_text()}}
     cluster = Cluster(f"seeder-k8s-{os.urandom(4).hex()}",
                       {image: images.seeder, container(deployment, "app")["image"]: images.app},
                       configmaps(mine["."]), with_secret, tmp_path / "kubelet")
@@ -1345,8 +1405,8 @@ def test_the_pods_start_with_every_optional_mount(engine, images, tmp_path):
             spec = eks_webhook(pod_spec(workload), mine[kustomization])
             pod = cluster.pod(spec, f"all{n}", "node-a", configmaps(mine[kustomization]))
             for c in spec.get("initContainers", []) + spec["containers"]:
-                check_mounts(pod, c, token)
-        cluster.secrets = {}  # both Secrets are optional: a pod starts without them
+                check_mounts(pod, c, token, with_secret["registry-credentials"][".dockerconfigjson"])
+        cluster.secrets = {}  # the Secrets are optional: a pod starts without them
         for n, (kustomization, workload) in enumerate(workloads):
             spec = eks_webhook(pod_spec(workload), mine[kustomization])
             pod = cluster.pod(spec, f"bare{n}", "node-b", configmaps(mine[kustomization]))
