@@ -5,12 +5,14 @@ the CLI (written against the mutants tests/mutation found alive, issue #15)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from seeder.spec.lock import Lock, LockedFile, LockedModel
 from seeder.store.state import ModelRecord
+from seeder.store.target import Target
 from seeder.store.verify import Problem, check, installed_lock, verify
 from tests.conftest import sha256
 from tests.test_publish_units import A, B, installed_target, locked_model
@@ -134,3 +136,64 @@ def test_the_installed_lock_is_what_the_state_records(tmp_path: Path):
     assert installed_lock(target.read_state()) == lock
     (target.root / "two" / "sub/c.json").unlink()
     assert _kinds(check(target.root)) == [("two", "sub/c.json", "missing")]
+
+
+# -- a directory seeder did not write (no .seeder/): an image volume of pushed models, held to a lock alone --
+
+
+def foreign_tree(root: Path, *models: LockedModel) -> Lock:
+    """Each model's files at ``root/<name>/<path>``, as an image volume holds them: no state, no links."""
+    for model in models:
+        for file in model.files:
+            (root / model.name / file.path).parent.mkdir(parents=True, exist_ok=True)
+            (root / model.name / file.path).write_bytes(A if file.path == "w.bin" else B)
+    return Lock(models=models)
+
+
+def test_files_seeder_did_not_write_are_checked_against_the_lock(tmp_path: Path):
+    lock = foreign_tree(tmp_path / "t", locked_model(), locked_model("n", b=B))
+    target = Target(tmp_path / "t")
+    assert not target.managed()
+    assert verify(target, lock) == [] and verify(target, lock, fast=True) == []
+    assert _kinds(check(target.root)) == [("*", None, "not-installed")]  # no record: it needs the lock
+    assert check(target.root, lock=write_lock(tmp_path, lock)) == []
+    assert check(target.root, lock=tmp_path / "models.lock", fast=False) == []
+    assert not (target.root / ".seeder").exists()
+
+
+def test_each_problem_of_files_seeder_did_not_write(tmp_path: Path):
+    # the missing model first: it must not hide the next one's problems
+    lock = foreign_tree(tmp_path / "t", locked_model("gone"), locked_model())
+    (tmp_path / "t" / "m" / "w.bin").write_bytes(A.upper())
+    (tmp_path / "t" / "m" / "sub" / "c.json").unlink()
+    (tmp_path / "t" / "m" / "extra").write_text("not pushed")
+    shutil.rmtree(tmp_path / "t" / "gone")
+    problems = verify(Target(tmp_path / "t"), lock)
+    assert _kinds(problems) == [("gone", None, "not-installed"), ("m", "extra", "stray"),
+                                ("m", "w.bin", "checksum"), ("m", "sub/c.json", "missing")]
+    assert problems[0].detail == f"no directory {tmp_path / 't' / 'gone'}"
+    assert problems[1].detail == "not in the lock"  # nothing was installed, so nothing written after
+    assert _kinds(verify(Target(tmp_path / "t"), lock, fast=True)) == [
+        ("gone", None, "not-installed"), ("m", "extra", "stray"), ("m", "sub/c.json", "missing")]
+
+
+def test_a_seeder_directory_with_no_record_is_not_read_as_files(tmp_path: Path):
+    # .seeder/ says seeder owns it: the state decides what is installed, not the files that happen to be there
+    lock = foreign_tree(tmp_path, locked_model())
+    (tmp_path / ".seeder").mkdir()
+    assert Target(tmp_path).managed()
+    assert _kinds(verify(Target(tmp_path), lock)) == [("m", None, "not-installed")]
+
+
+def test_the_apps_check_reports_a_lock_it_cannot_use(tmp_path: Path):
+    foreign_tree(tmp_path, locked_model())
+    assert [(p.model, p.kind, p.detail) for p in check(tmp_path, lock=tmp_path / "none.lock")] == [
+        ("*", "lock", f"{tmp_path / 'none.lock'}: no such lock")]
+    (tmp_path / "bad.lock").write_text("{")
+    [problem] = check(tmp_path, lock=tmp_path / "bad.lock")
+    assert (problem.kind, problem.detail.startswith(f"{tmp_path / 'bad.lock'}: invalid JSON")) == ("lock", True)
+
+
+def write_lock(root: Path, lock: Lock) -> Path:
+    (root / "models.lock").write_text(lock.dumps())
+    return root / "models.lock"
