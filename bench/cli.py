@@ -52,9 +52,9 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
                    help="skip the OCI registry part (pull and push 1 GiB: seeder vs oras-py and skopeo)")
     p.add_argument("--only", type=lambda s: [x for x in s.split(",") if x], default=None,
                    help="comma-separated peers to run besides seeder (wget,curl,aria2c,huggingface_hub) and "
-                        "parts (s3: the shared S3 cache; hf-cache: filling an HF cache; oci: a registry); naming parts only runs "
-                        "only them, and writes only their sections into --out; a part runs with --only only "
-                        "when named")
+                        "parts (s3: the shared S3 cache; hf-cache: filling an HF cache; oci: a registry); naming parts "
+                        "only runs only them, and writes only their sections into --out; a part runs with --only "
+                        "only when named")
     p.add_argument("--no-install", dest="install", action="store_false", help="never apt-get/pip install")
     p.add_argument("--workdir", type=Path, default=None, help="where to generate files (default: a temp dir in /tmp)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -108,8 +108,8 @@ def _enough_space(base: Path, args) -> bool:
     set_bytes = (EMBEDDING_FILES["model.safetensors"] + LLM_SIZE) * args.scale
     need = int(set_bytes * 4 + (1280 * MiB * 2 if args.rss else 0)
                + (5 << 30 if args.s3 else 0)  # the 1 GiB blob, its copy in the bucket, two readers; the node runs
-               + (set_bytes * 2 if args.hf_cache else 0)
-               + (6 << 30 if args.oci else 0))  # the blob, a seeded copy, the registry's, three pulls  # seeder's HF_HOME and the peer's, side by side
+               + (set_bytes * 2 if args.hf_cache else 0)  # seeder's HF_HOME and the peer's, side by side
+               + (6 << 30 if args.oci else 0))  # the blob, a seeded copy, the registry's, three pulls
     free = shutil.disk_usage(base).free
     if free < need:
         say(f"not enough space in {base}: need about {need / 1e9:.1f} GB, {free / 1e9:.1f} GB free")

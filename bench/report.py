@@ -191,7 +191,8 @@ def _oci_targets(get) -> list[Target]:
     if pull and peers:
         best = min(peers, key=lambda r: r.median)
         out.append(("OCI pull of 1 GiB: seeder ≤ the fastest of oras-py and skopeo",
-                    f"seeder {pull.median:.2f} s vs {best.name} {best.median:.2f} s ({best.median / pull.median:.2f}×)",
+                    f"seeder {pull.median:.2f} s vs {best.name} {best.median:.2f} s "
+                    f"({best.median / pull.median:.2f}×)",
                     "seeder time ≤ fastest peer's", pull.median <= best.median))
     push, oras = get("oci-push", "seeder push"), get("oci-push", "oras-py push")
     if push and oras:

@@ -10,6 +10,7 @@ required objects, no property the spec does not name at any level, the types it 
 from __future__ import annotations
 
 import http.client
+import shutil
 import json
 import os
 import re
@@ -302,6 +303,11 @@ def test_a_target_not_completely_seeded_is_refused_before_any_request(registry, 
     assert run.code == 1, run
     assert "is not completely seeded (tiny/README.md: missing); run seeder first" in run.events[-1]["event"]
     assert run.out == "" and registry.requests() == []
+    # The same files in a directory seeder did not write (no state to say they are complete): refused too.
+    shutil.rmtree(tmp_path / "models" / ".seeder")
+    run = push(registry.host, tmp_path)
+    assert run.code == 1 and "was not seeded by seeder" in run.events[-1]["event"], run
+    assert registry.requests() == []
 
 
 @pytest.mark.parametrize("args, why", [

@@ -66,7 +66,8 @@ def oci(bench: Bench) -> None:
         reg.stop()
         shutil.rmtree(work, ignore_errors=True)
     took = time.monotonic() - started
-    bench.remarks.setdefault("oci-push", []).append(f"This part of the benchmark took {took / 60:.1f} min, set-up included.")
+    bench.remarks.setdefault("oci-push", []).append(f"This part of the benchmark took {took / 60:.1f} min, "
+                                                    "set-up included.")
     say(f"oci: {took:.0f} s in all")
 
 

@@ -110,7 +110,10 @@ def repository_of(namespace: str, name: str) -> str:
 
 
 def ready(target: Target, lock: Lock, state: State) -> None:
-    """Only a completely seeded target is pushed: every model installed as the lock pins it, sizes intact."""
+    """Only a completely seeded target is pushed: every model installed as the lock pins it, sizes intact.
+    A directory seeder did not write (verify would hold it to the lock alone) is not one."""
+    if not target.managed():
+        raise IntegrityError(f"{target.root} was not seeded by seeder (no .seeder/ in it); run seeder first")
     if problems := verify(target, lock, fast=True, state=state):
         raise IntegrityError(f"{target.root} is not completely seeded ({problems[0]}"
                              f"{f', and {len(problems) - 1} more' if len(problems) > 1 else ''}); run seeder first")

@@ -95,7 +95,8 @@ def render_table(rows: list[ModelStatus]) -> str:
     header = ("MODEL", "STATE", "REVISION", "COMMIT", "FILES", "SIZE", "INSTALLED")
     lines = [header]
     for r in rows:
-        lines.append((r.name, r.state, r.revision or "-", (r.commit or "-").removeprefix("sha256:")[:12], str(r.files) if r.files else "-",
+        commit = (r.commit or "-").removeprefix("sha256:")[:12]  # an oci model's manifest digest, short too
+        lines.append((r.name, r.state, r.revision or "-", commit, str(r.files) if r.files else "-",
                       human_bytes(r.bytes) if r.bytes else "-", r.installed_at or "-"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]

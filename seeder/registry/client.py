@@ -76,15 +76,6 @@ class Registry:
             raise RemoteError(f"{model}: {ref}: the manifest is not JSON") from None
         return Manifest(data, media_type, digest)
 
-    def blob(self, repository: str, digest: str, model: str, limit: int = MANIFEST_MAX) -> bytes:
-        """A small blob (a config) read whole and checked against its digest."""
-        with self._call("GET", self.blob_url(repository, digest), model, digest) as resp:
-            self._check(resp, repository, f"{model}: blob {digest}")
-            data = _read(resp, limit, f"{model}: blob {digest}")
-        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
-            raise RemoteError(f"{model}: blob {digest} in {self.host}/{repository} does not match its digest")
-        return data
-
     # -- pushing --------------------------------------------------------------------------------------------
 
     def has_blob(self, repository: str, digest: str, model: str) -> bool:

@@ -21,7 +21,6 @@ ACCEPT = ", ".join((*MANIFESTS, *INDEXES))
 
 ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.cncf.model.config.v1+json"
-EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 
 FILEPATH = ("org.cncf.model.filepath", "org.cnai.model.filepath")
 """Where a layer's file goes, in the model's directory: ModelPack's key, and the pre-v0.0.7 one."""

@@ -29,7 +29,8 @@ from ..spec.manifest import Manifest as ModelsToml, ModelSpec
 from ..spec.paths import check_relpath
 
 _UNNAMED = {"application/vnd.docker.ai.gguf.v3": "model.gguf", "application/vnd.docker.ai.license": "LICENSE",
-            "application/vnd.docker.ai.mmproj": "model.mmproj", "application/vnd.docker.ai.safetensors": "model.safetensors"}
+            "application/vnd.docker.ai.mmproj": "model.mmproj",
+            "application/vnd.docker.ai.safetensors": "model.safetensors"}
 """Docker Model Runner's v0.1 layers carry no path: the names its own pull gives them."""
 
 

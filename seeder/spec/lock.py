@@ -51,8 +51,8 @@ class LockedFile:
 
 
 def pins(**values: str | None) -> tuple[tuple[str, str], ...]:
-    """A file's pins from keyword arguments, the unset ones left out."""
-    return tuple((k, v) for k, v in values.items() if v is not None)
+    """A file's pins from keyword arguments, the unset ones left out, in name order (files compare equal)."""
+    return tuple(sorted((k, v) for k, v in values.items() if v is not None))
 
 
 @dataclass(frozen=True)
@@ -210,4 +210,4 @@ def _parse_file(f: object, name: str, kind_pins: dict, fail) -> LockedFile:
             raise fail(f"model {name!r}: file {path!r} has an invalid {key}")
         if value is not None:
             found.append((key, value))
-    return LockedFile(path=path, size=size, sha256=sha256, git_oid=git_oid, pins=tuple(found))
+    return LockedFile(path=path, size=size, sha256=sha256, git_oid=git_oid, pins=tuple(sorted(found)))

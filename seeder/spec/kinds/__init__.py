@@ -2,7 +2,8 @@
 
 Each module names its ``KIND`` (the manifest key that selects it, and the lock entry's ``kind``),
 ``LABEL`` (how the manifest's errors name it), ``KEYS`` (the manifest keys it takes besides
-``name``) and ``FILE_PINS`` (what its lock entries pin per file besides the digests, name -> pattern), and has a frozen source dataclass with ``kind`` as a class variable, ``parse(entry, fail)``
+``name``) and ``FILE_PINS`` (what its lock entries pin per file besides the digests, name -> pattern),
+and has a frozen source dataclass with ``kind`` as a class variable, ``parse(entry, fail)``
 (a manifest table -> that dataclass), ``lock_fields(m, files, name, fail)`` (a lock entry's fields of
 this kind, checked, as :class:`~seeder.spec.lock.LockedModel` takes them), ``lock_json(model)``
 (those fields back to JSON) and ``revision(model)`` (what ``status`` shows it was asked at). A new kind

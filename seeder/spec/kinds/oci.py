@@ -20,7 +20,7 @@ KEYS = {"oci", "include", "exclude"}
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _HOST = r"(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|\[[0-9A-Fa-f:]+\]|[A-Za-z0-9-]+(?=:[0-9]))(?::[0-9]{1,5})?"
 _REFERENCE = re.compile(rf"(?P<host>{_HOST})/(?P<repository>{_COMPONENT}(?:/{_COMPONENT})*)"
-                        r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?")
+                        r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?", re.ASCII)
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 FILE_PINS = {"layer": DIGEST}
 """Per file of a tar layer: the digest of the layer that holds it."""
@@ -62,12 +62,6 @@ class OciSource:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
 
-    @property
-    def parsed(self) -> Reference:
-        parsed = parse_reference(self.reference)
-        assert parsed is not None  # checked by parse()
-        return parsed
-
 
 def parse(entry: dict, fail) -> OciSource:
     value = string(entry, "oci", fail)
@@ -95,6 +89,8 @@ def lock_json(model) -> dict:
 
 
 def revision(model) -> str:
-    """The tag the reference names, else ``digest`` (the reference pins one)."""
+    """The tag the reference names; ``digest`` when it names only a digest; else ``latest``, as it resolves."""
     ref = parse_reference(model.repo)
-    return (ref.tag if ref else None) or "digest"
+    if ref is None or ref.tag:
+        return ref.tag if ref else "oci"
+    return "digest" if ref.digest else "latest"
