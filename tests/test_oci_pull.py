@@ -334,3 +334,13 @@ def static_registry(answers: dict[str, tuple[str, dict]]):
         yield f"127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+
+
+def test_a_file_where_another_layer_puts_a_directory_is_refused_when_locking(registry, tmp_path):
+    push(registry, "team/clash:v1", artifact([
+        ("application/vnd.cncf.model.weight.v1.raw", b"a file", {"org.cncf.model.filepath": "weights"}),
+        ("application/vnd.cncf.model.weight.v1.raw", b"another", {"org.cncf.model.filepath": "weights/part-1"})]))
+    oci_manifest(tmp_path, f"{registry.host}/team/clash:v1")
+    run = seed(tmp_path)
+    assert run.code == 3 and "'weights'" in run.err.splitlines()[-1], run
+    assert not (tmp_path / "models.lock").exists()

@@ -79,6 +79,6 @@ def test_plain_http_only_for_listed_registries(tmp_path):
         push(reg, "team/m:v1", modelpack(FILES))
         host = f"{name}:{reg.port}"
         refused = seed(tmp_path, host)  # HTTPS to a plain-http server
-        assert refused.code == 3, refused
+        assert refused.code == 3 and "SEEDER_INSECURE_REGISTRIES" in refused.err.splitlines()[-1], refused
         run = seed(tmp_path, host, SEEDER_INSECURE_REGISTRIES=f"other.example:5000,{host}")
         assert run.code == 0, run

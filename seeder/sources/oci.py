@@ -120,13 +120,19 @@ def _layer(entry: dict) -> Layer:
 
 
 def _check_paths(files: list[LockedFile], model: str, where: str) -> None:
-    seen = set()
+    """Every path safe, and no two files where one tree has room for one (the same path, or a file where
+    another file's directory is: layers are placed independently, so the manifest may hold both)."""
+    paths = set()
     for f in files:
         if why := check_relpath(f.path):
             raise RemoteError(f"{model}: {where} names an unsafe file path {f.path!r}: {why}")
-        if f.path in seen:
+        if f.path in paths:
             raise RemoteError(f"{model}: {where} has two files at {f.path!r}")
-        seen.add(f.path)
+        paths.add(f.path)
+    for path in paths:
+        parts = path.split("/")
+        if clash := next((d for d in ("/".join(parts[:i]) for i in range(1, len(parts))) if d in paths), None):
+            raise RemoteError(f"{model}: {where} has a file at {clash!r} and one inside it, {path!r}")
 
 
 def _members(reg: Registry, ref: Reference, layer: Layer, model: str, client: Client) -> list[LockedFile]:
