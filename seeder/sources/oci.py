@@ -161,11 +161,14 @@ def file_urls(model: LockedModel, file: LockedFile, net: Network) -> list[str]:
 
 
 @functools.cache
-def _pinned_layers(model: LockedModel, net: Network) -> dict[str, Layer]:
-    """The layers of the manifest the lock pins, by digest (fetched by digest: a moved tag changes nothing)."""
-    reg, ref = _registry(model, net)
-    pinned = Reference(ref.host, ref.repository, digest=model.commit)
-    return {layer.digest: layer for layer in layers_of(reg.manifest(pinned, model.name), model.name, str(pinned))}
+def _pinned_layers(reference: str, digest: str, name: str, net: Network) -> dict[str, Layer]:
+    """The layers of the manifest a lock pins, by digest (fetched by digest: a moved tag changes nothing);
+    once per run, however many files its layers hold."""
+    ref = parse_reference(reference)
+    assert ref is not None  # the lock checked it
+    pinned = Reference(ref.host, ref.repository, digest=digest)
+    found = registry(ref.host, net).manifest(pinned, name)
+    return {layer.digest: layer for layer in layers_of(found, name, str(pinned))}
 
 
 def archive(model: LockedModel, file: LockedFile, net: Network):
@@ -173,7 +176,7 @@ def archive(model: LockedModel, file: LockedFile, net: Network):
 
     if not file.pin("layer"):
         return None
-    layer = _pinned_layers(model, net).get(file.pin("layer"))
+    layer = _pinned_layers(model.repo, model.commit, model.name, net).get(file.pin("layer"))
     if layer is None:
         raise RemoteError(f"{model.name}: the manifest {model.commit} has no layer {file.pin('layer')}")
     blob = LockedFile(path=f"layer {layer.digest}", size=layer.size, sha256=layer.digest.removeprefix("sha256:"))
