@@ -462,3 +462,32 @@ def test_a_manifest_over_what_registries_serve_is_refused_before_any_upload(regi
     with pytest.raises(command.RemoteError, match=r"^tiny: its manifest would be [\d.]+ KiB \(7 layers\), over the "
                                                   r"2\.0 KiB registries serve; fewer files per model would fit$"):
         command.prepare(target, model, "team/tiny", "https://huggingface.co")
+
+
+def test_a_file_push_cannot_read_is_a_storage_error_naming_it(registry, hub, tmp_path):
+    """Exit 4 at once, not network retries: the registry did nothing wrong. As root, the command runs without
+    the capabilities that pass permission bits (util-linux's setpriv) so that the file's mode binds it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import Run, seeder_env
+
+    caps = "-dac_override,-dac_read_search,-fowner"
+    setpriv = shutil.which("setpriv")
+    assert os.geteuid() != 0 or setpriv, "as root, this test needs util-linux's setpriv"
+    unprivileged = [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}"] if os.geteuid() == 0 else []
+
+    seed(hub, tmp_path)
+    weights = (tmp_path / "models" / "tiny" / "model.safetensors").resolve()
+    weights.chmod(0)
+    try:
+        proc = subprocess.run([*unprivileged, sys.executable, "-m", "seeder", "push", f"{registry.host}/team",
+                               "-m", str(tmp_path / "models.toml"), "-t", str(tmp_path / "models"), "--log-format",
+                               "json"], env=seeder_env(hub.url, SEEDER_PUSH_CHUNK=CHUNK), capture_output=True,
+                              text=True, timeout=120)
+    finally:
+        weights.chmod(0o444)
+    run = Run(proc)
+    assert run.code == 4, run
+    assert "model.safetensors" in run.events[-1]["event"] and "permission denied" in run.events[-1]["event"], run
+    assert "retrying" not in run.err
