@@ -8,6 +8,7 @@ outside ``fetch/`` so that checking a target never imports the download engine.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -42,6 +43,22 @@ class Hasher:
         if self.git is not None and self.git.hexdigest() != self.file.git_oid:
             raise ContentMismatch(f"git blob id {self.git.hexdigest()}, expected {self.file.git_oid}")
         return actual
+
+
+class HashingReader(io.RawIOBase):
+    """A file as read by someone else (tarfile, a decompressor), every byte fed once to ``hasher`` (a
+    :class:`Hasher`, or any object with ``update``) on its way: one read, hashed and consumed."""
+
+    def __init__(self, fh, hasher):
+        self.fh, self.hasher = fh, hasher
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.fh.readinto(buffer)
+        self.hasher.update(memoryview(buffer)[:n])
+        return n
 
 
 def hash_file(path: Path, file: LockedFile, limit: int | None = None) -> Hasher:

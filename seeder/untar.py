@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import re
 import secrets
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import IntegrityError, StorageError
+from .integrity import HashingReader
 from .spec.paths import check_relpath
 from .store.fs import fsync_dir, storage_error
 
@@ -131,39 +131,25 @@ def _staging(dest: Path) -> Path:
     return path
 
 
-class _HashingReader(io.RawIOBase):
-    """The blob as read, every byte fed once to the layer's sha256 on its way to the decompressor."""
-
-    def __init__(self, fh):
-        self.fh, self.sha256 = fh, hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        n = self.fh.readinto(buffer)
-        self.sha256.update(memoryview(buffer)[:n])
-        return n
-
-    def drain(self) -> str:
-        """Read what is left (what the archive did not need) and return the blob's digest."""
-        while self.read(CHUNK):
-            pass
-        return "sha256:" + self.sha256.hexdigest()
+def _drained(reader: HashingReader) -> str:
+    """Read what is left of the blob (what the archive did not need) and return its digest."""
+    while reader.read(CHUNK):
+        pass
+    return "sha256:" + reader.hasher.hexdigest()
 
 
 def _read(blob: Path, kind: str, digest: str, staging: Path, prefix: str) -> list[Member]:
     where = f"layer {digest}"
     try:
         with open(blob, "rb", buffering=0) as fh:
-            reader = _HashingReader(fh)
+            reader = HashingReader(fh, hashlib.sha256())  # the blob as read, on its way to the decompressor
             try:
                 members = _extract(reader, kind, staging, prefix, where)
             except BadLayer as refused:
                 # Whether the blob is the layer decides what the caller does next (fetch again, or give up).
-                _check(reader.drain(), digest, where, f" (and {str(refused).removeprefix(where + ': ')})")
+                _check(_drained(reader), digest, where, f" (and {str(refused).removeprefix(where + ': ')})")
                 raise
-            _check(reader.drain(), digest, where)
+            _check(_drained(reader), digest, where)
     except OSError as e:
         raise storage_error(e, "read", blob) from None
     return members
@@ -174,7 +160,7 @@ def _check(actual: str, digest: str, where: str, besides: str = "") -> None:
         raise LayerMismatch(f"{where}: digest mismatch: expected {digest}, got {actual}{besides}")
 
 
-def _decompressed(reader: _HashingReader, kind: str):
+def _decompressed(reader: HashingReader, kind: str):
     """The tar stream, and the exceptions that mean its compression is corrupt."""
     if kind == "gzip":
         return gzip.GzipFile(fileobj=reader, mode="rb"), (gzip.BadGzipFile, zlib.error, EOFError)
@@ -188,7 +174,7 @@ def _decompressed(reader: _HashingReader, kind: str):
     return reader, ()
 
 
-def _extract(reader: _HashingReader, kind: str, staging: Path, prefix: str, where: str) -> list[Member]:
+def _extract(reader: HashingReader, kind: str, staging: Path, prefix: str, where: str) -> list[Member]:
     stream, corrupt = _decompressed(reader, kind)
     seen: dict[str, bool] = {}  # relative path -> is a directory
     members = []

@@ -24,7 +24,7 @@ ALLOWED = {
     "seeder.fetch": BASE | {"seeder.settings", "seeder.spec", "seeder.integrity"},
     # Unpacking a tar layer is needed to lock one (sources) and to install from one (install): its files land
     # through store.fs's durable writes.
-    "seeder.untar": BASE | {"seeder.spec", "seeder.store"},
+    "seeder.untar": BASE | {"seeder.spec", "seeder.integrity", "seeder.store"},
     "seeder.registry": BASE | {"seeder.settings", "seeder.spec", "seeder.fetch"},
     "seeder.sources": BASE | {"seeder.settings", "seeder.spec", "seeder.fetch", "seeder.aws", "seeder.registry",
                               "seeder.untar"},

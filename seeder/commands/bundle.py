@@ -19,7 +19,7 @@ from .. import log
 from ..errors import OK, IntegrityError, LockError, UsageError
 from ..fetch.partial import partial_path
 from ..install import Summary, install
-from ..integrity import ContentMismatch, Hasher
+from ..integrity import ContentMismatch, Hasher, HashingReader
 from ..spec.lock import Lock, LockedFile, parse
 from ..store import Cache, Target
 from ..store.fs import copy_hashed, storage_error
@@ -38,21 +38,6 @@ def _open_output(path: Path, compress: bool):
 
         return raw, zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(raw, closefd=False)
     return raw, raw
-
-
-class _HashingReader(io.RawIOBase):
-    """Feeds what tarfile reads from a file through the file's digests."""
-
-    def __init__(self, fh, file: LockedFile):
-        self.fh, self.hasher = fh, Hasher(file)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        n = self.fh.readinto(buffer)
-        self.hasher.update(memoryview(buffer)[:n])
-        return n
 
 
 def export(target: Target, lock: Lock, output: Path, state: State) -> int:
@@ -82,7 +67,7 @@ def export(target: Target, lock: Lock, output: Path, state: State) -> int:
                     info = tarfile.TarInfo(f"{PREFIX}{model.name}/{file.path}")
                     info.size, info.mode, info.mtime = file.size, 0o644, int(path.stat().st_mtime)
                     with open(path, "rb") as fh:
-                        reader = _HashingReader(fh, file)
+                        reader = HashingReader(fh, Hasher(file))
                         tar.addfile(info, io.BufferedReader(reader, 1 << 20))
                     reader.hasher.check()
                     done += file.size
