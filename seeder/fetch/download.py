@@ -8,6 +8,9 @@ is an :class:`~seeder.errors.IntegrityError`.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import log
@@ -35,6 +38,19 @@ def download(client: Client, urls: list[str], part: Path, file: LockedFile, prog
                 raise IntegrityError(f"{model}/{file.path}: {e} (size {file.size})") from None
             log.warning("checksum mismatch, downloading again", model=model, file=file.path, error=str(e))
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def scratch(client: Client, urls: list[str], file: LockedFile, model: str) -> Iterator[tuple[Path, Downloaded]]:
+    """``file`` fetched (verified, with progress) into a temporary directory that goes on exit: for reading it
+    once when locking (hashing an object, listing a tar layer) without keeping it."""
+    with tempfile.TemporaryDirectory(prefix="seeder-scratch-") as tmp:
+        progress = log.Progress(file.size)
+        try:
+            result = download(client, urls, Path(tmp) / "blob", file, progress.file(model, file.path, file.size), model)
+        finally:
+            progress.close()
+        yield Path(tmp) / "blob", result
 
 
 def _any(client: Client, urls: list[str], part: Path, file: LockedFile, progress, model: str,

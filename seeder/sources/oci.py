@@ -12,9 +12,7 @@ the tag, so a tag moved since changes nothing until ``seeder refresh``.
 from __future__ import annotations
 
 import functools
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from .. import log
 from ..errors import ManifestError, RemoteError
@@ -63,12 +61,13 @@ def resolve(spec: ModelSpec, manifest: ModelsToml, client: Client) -> LockedMode
     reg, ref = _registry(spec, client.net)
     found = reg.manifest(ref, spec.name)
     layers = layers_of(found, spec.name, str(ref))
+    reader = Client(reg.net, client.parts)  # tar layers are read with the registry's credentials
     files = []
     for layer in layers:
         if layer.path is not None:
             files.append(LockedFile(path=layer.path, size=layer.size, sha256=layer.digest.removeprefix("sha256:")))
         else:
-            files += _members(reg, ref, layer, spec.name, client)
+            files += _members(reg, ref, layer, spec.name, reader)
     _check_paths(files, spec.name, str(ref))
     files = sorted((f for f in files if selects(spec.source, f.path)), key=lambda f: f.path)
     if not files:
@@ -137,21 +136,15 @@ def _check_paths(files: list[LockedFile], model: str, where: str) -> None:
 
 def _members(reg: Registry, ref: Reference, layer: Layer, model: str, client: Client) -> list[LockedFile]:
     """A tar layer's files: fetched once (verified as it streams) and unpacked to a scratch directory."""
-    from ..fetch.download import download
+    from ..fetch.download import scratch
     from ..untar import compression, unpack
 
     if compression(layer.media_type) is None:
         raise RemoteError(f"{model}: {ref}: layer {layer.digest} has an unknown media type {layer.media_type}")
     blob = LockedFile(path=f"layer {layer.digest}", size=layer.size, sha256=layer.digest.removeprefix("sha256:"))
     log.info("reading tar layer", model=model, layer=layer.digest, bytes=layer.size)
-    with tempfile.TemporaryDirectory(prefix="seeder-layer-") as tmp:
-        progress = log.Progress(layer.size)
-        try:
-            download(Client(reg.net, client.parts), [reg.blob_url(ref.repository, layer.digest)], Path(tmp) / "blob",
-                     blob, progress.file(model, blob.path, layer.size), model)
-        finally:
-            progress.close()
-        members = unpack(Path(tmp) / "blob", layer.media_type, layer.digest, Path(tmp) / "files")
+    with scratch(client, [reg.blob_url(ref.repository, layer.digest)], blob, model) as (path, _):
+        members = unpack(path, layer.media_type, layer.digest, path.with_name("files"))
     return [LockedFile(path=m.path, size=m.size, sha256=m.sha256, pins=pins(layer=layer.digest)) for m in members]
 
 

@@ -12,19 +12,16 @@ refresh`` picks up the new content.
 from __future__ import annotations
 
 import base64
-import tempfile
 from dataclasses import replace
-from pathlib import Path
 
 from .. import aws, log
 from ..errors import IntegrityError, ManifestError, RemoteError
 from ..settings import Network
-from ..spec.lock import LockedFile, LockedModel, pins
 from ..spec.kinds.common import selects
+from ..spec.lock import LockedFile, LockedModel, pins
 from ..spec.manifest import Manifest, ModelSpec
 from ..spec.paths import check_relpath
 from .url import MAX_FILE_SIZE
-
 
 
 def network(net: Network, model: LockedModel | None = None) -> Network:
@@ -129,19 +126,12 @@ def _published_sha256(head: dict) -> str | None:
 
 def _read_sha256(s3, client, model: str, bucket: str, file: LockedFile) -> str:
     """Hash the object by reading it once, in parallel ranges, with progress."""
-    from ..fetch.download import download
+    from ..fetch.download import scratch
     from ..fetch.transport import Client
 
     log.info("hashing object", model=model, key=file.pin("key"), bytes=file.size)
-    reader = Client(network(client.net), client.parts)
-    with tempfile.TemporaryDirectory(prefix="seeder-hash-") as tmp:
-        progress = log.Progress(file.size)
-        try:
-            result = download(reader, [_presign(s3, bucket, file)], Path(tmp) / "object", file,
-                              progress.file(model, file.path, file.size), model)
-        finally:
-            progress.close()
-    return result.sha256
+    with scratch(Client(network(client.net), client.parts), [_presign(s3, bucket, file)], file, model) as (_, got):
+        return got.sha256
 
 
 def _presign(s3, bucket: str, file: LockedFile) -> str:
