@@ -10,7 +10,6 @@ no time of push, so the same files make the same manifest digest and pushing aga
 
 from __future__ import annotations
 
-import re
 import threading
 import tomllib
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -27,7 +26,7 @@ from ..integrity import ContentMismatch, hash_file
 from ..registry import modelpack
 from ..registry.client import MANIFEST_MAX, Registry
 from ..spec import manifest as manifests
-from ..spec.kinds.oci import parse_reference
+from ..spec.kinds.oci import COMPONENT, TAG, parse_reference
 from ..spec.lock import Lock, LockedFile, LockedModel, lock_path_for
 from ..store import Target
 from ..store.fs import storage_error, write_atomic
@@ -35,8 +34,6 @@ from ..store.state import State
 from ..store.verify import verify
 from . import checked_lock, target_of
 
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ class Artifact:
 
 def run(args, cfg, net) -> int:
     host, namespace = destination(args.destination)
-    if not _TAG.fullmatch(args.tag):
+    if not TAG.fullmatch(args.tag):
         raise UsageError(f"--tag {args.tag!r} is not a tag (letters, digits, '_', '.', '-'; at most 128, "
                          "not starting with '.' or '-')")
     output = _output(args.write_manifest, cfg.manifest)
@@ -103,7 +100,7 @@ def destination(value: str) -> tuple[str, str]:
 
 
 def repository_of(namespace: str, name: str) -> str:
-    if not _COMPONENT.fullmatch(name):
+    if not COMPONENT.fullmatch(name):
         raise UsageError(f"model {name!r}: not a repository name in a registry (lowercase letters, digits and "
                          "'.', '_', '-' between them); rename the model to push it")
     return f"{namespace}/{name}" if namespace else name

@@ -18,12 +18,11 @@ The partial's invariants, shared with :mod:`.stream`, are in :mod:`.partial`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import os
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import log
 from ..errors import RemoteError, SeederError, StorageError, TransientError

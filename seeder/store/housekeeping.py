@@ -23,8 +23,9 @@ class Usage:
     partial_bytes: int = 0
 
 
-_SCRATCH = re.compile(r"\.(\d+)\.unpacked|\.untar-(\d+)-")
-"""A directory an install unpacks a tar layer into (install/layers.py, seeder/untar.py), with its pid."""
+_SCRATCH = re.compile(r"\.(\d+)\.unpacked")
+"""A directory an install unpacks a tar layer into, with its pid (install/layers.py); untar's staging
+directory beside it carries that name too."""
 
 
 def sweep_unpacked(tmp: Path) -> None:
@@ -43,7 +44,7 @@ def _alive(scratch: Path) -> bool:
     if m is None:
         return True  # not ours to judge
     try:
-        os.kill(int(m[1] or m[2]), 0)
+        os.kill(int(m[1]), 0)
     except ProcessLookupError:
         return False
     except OSError:

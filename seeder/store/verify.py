@@ -54,13 +54,13 @@ def _check_file(target: Target, model: LockedModel, file: LockedFile, fast: bool
     return None
 
 
-def _strays(target: Target, model: LockedModel, lock: Lock) -> list[Problem]:
+def _strays(target: Target, model: LockedModel, lock: Lock, managed: bool) -> list[Problem]:
     """Files in the model's directory that its lock does not list: someone wrote there."""
     root = target.path_of(model)
     # Models of one repo at one commit share an hf-cache snapshot: each one's files are no stray of another's.
     wanted = {f.path for m in lock.models if target.path_of(m) == root for f in m.files}
     found = (str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink())
-    detail = "not in the lock: written there after install" if target.managed() else "not in the lock"
+    detail = "not in the lock: written there after install" if managed else "not in the lock"
     return [Problem(model.name, path, "stray", detail) for path in sorted(found) if path not in wanted]
 
 
@@ -85,7 +85,7 @@ def verify(target: Target, lock: Lock, *, fast: bool = False, jobs: int | None =
             problems.append(Problem(model.name, None, "not-installed", f"no directory {target.path_of(model)}"))
             continue
         checks.extend((model, f) for f in model.files)
-        problems.extend(_strays(target, model, lock))
+        problems.extend(_strays(target, model, lock, managed))
     # Hashing releases the GIL, so threads use every core; big files first keeps them all busy. A fast
     # check only stats: no pool (and no import of one) for an app's start-up check.
     checks.sort(key=lambda mf: -mf[1].size)

@@ -17,10 +17,12 @@ KIND = "oci"
 LABEL = "'oci' (an OCI registry artifact)"
 KEYS = {"oci", "include", "exclude"}
 
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+"""One path component of a repository name."""
+TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _HOST = r"(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|\[[0-9A-Fa-f:]+\]|[A-Za-z0-9-]+(?=:[0-9]))(?::[0-9]{1,5})?"
-_REFERENCE = re.compile(rf"(?P<host>{_HOST})/(?P<repository>{_COMPONENT}(?:/{_COMPONENT})*)"
-                        r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?", re.ASCII)
+_REFERENCE = re.compile(rf"(?P<host>{_HOST})/(?P<repository>{COMPONENT.pattern}(?:/{COMPONENT.pattern})*)"
+                        rf"(?::(?P<tag>{TAG.pattern}))?(?:@(?P<digest>sha256:[0-9a-f]{{64}}))?", re.ASCII)
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 FILE_PINS = {"layer": DIGEST}
 """Per file of a tar layer: the digest of the layer that holds it."""
